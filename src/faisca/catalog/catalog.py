@@ -1,0 +1,72 @@
+"""The catalog: every known card, resolvable by slug, Hugging Face id or alias."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from importlib.resources import files
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from faisca.catalog.card import ModelCard, PathWeights, Runtime
+from faisca.catalog.ids import slugify
+from faisca.errors import ModelNotFound
+
+SHIPPED_CARDS_DIR = Path(str(files("faisca.catalog").joinpath("cards")))
+
+
+class CardError(ValueError):
+    """A card file that does not validate: raised at start-up, naming the file."""
+
+
+def load_cards(directory: Path) -> list[ModelCard]:
+    cards = []
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            cards.append(ModelCard.from_toml(path))
+        except (ValidationError, ValueError) as exc:
+            raise CardError(f"invalid model card {path}: {exc}") from exc
+    return cards
+
+
+class Catalog:
+    def __init__(self, cards: Iterable[ModelCard]) -> None:
+        self._cards: dict[str, ModelCard] = {}
+        self._names: dict[str, str] = {}
+        for card in cards:
+            self._add(card)
+
+    @classmethod
+    def from_dirs(cls, *directories: Path) -> Catalog:
+        """Shipped cards first; a card in a later directory replaces one with the same id."""
+        by_id: dict[str, ModelCard] = {}
+        for directory in (SHIPPED_CARDS_DIR, *directories):
+            for card in load_cards(directory):
+                by_id[card.id] = card
+        return cls(by_id.values())
+
+    def _add(self, card: ModelCard) -> None:
+        self._cards[card.id] = card
+        for name in (card.id, card.hf_id, *card.aliases):
+            self._names[name.lower()] = card.id
+
+    def __iter__(self) -> Iterator[ModelCard]:
+        return iter(self._cards.values())
+
+    def __len__(self) -> int:
+        return len(self._cards)
+
+    def resolve(self, name: str) -> ModelCard:
+        card_id = self._names.get(name.lower()) or self._names.get(slugify(name))
+        if card_id is None:
+            raise ModelNotFound(f"The model `{name}` does not exist. Known models: {', '.join(self._cards)}.", param="model")
+        return self._cards[card_id]
+
+    def with_weights_path(self, name: str, gguf_path: Path) -> Catalog:
+        """A catalog where the card `name` runs from a local GGUF file (`faisca serve --weights ID=PATH`)."""
+        card = self.resolve(name)
+        runtime = Runtime.model_validate(
+            {**card.runtime.model_dump(), "weights": PathWeights(kind="path", path=gguf_path)}
+        )
+        updated = card.model_copy(update={"runtime": runtime})
+        return Catalog(updated if c.id == card.id else c for c in self)

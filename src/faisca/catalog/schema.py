@@ -1,0 +1,230 @@
+"""A card's chat-completion request schema (the seeds' draft-07 "JSON schema") and its validator.
+
+The schema is built from the card's capabilities: image parts only for `input = "text+image"`, tools and tool
+messages only for `tool_calling`. On top of the seeds it accepts the other OpenAI sampling fields and `null`
+for every optional field, as OpenAI does. Formats (`"format": "uri"`) are annotations only: data URIs pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import ValidationError
+
+from faisca.catalog.card import ModelCard
+from faisca.errors import InvalidRequest, UnsupportedCapability
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(required: list[str], properties: Schema, **extra: Any) -> Schema:
+    return {"type": "object", "required": required, "properties": properties, **extra}
+
+
+def _message(role: str, content: Schema) -> Schema:
+    return _object(["role", "content"], {"role": {"type": "string", "enum": [role]}, "content": content})
+
+
+def _properties(card: ModelCard) -> Schema:
+    optional: Schema = {
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1, "default": 1},
+        "n": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1},
+        "stream": {"type": "boolean", "default": False},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2, "default": 0},
+        "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2, "default": 0},
+        "max_completion_tokens": {"type": "integer", "minimum": 1},
+        "seed": {"type": "integer"},
+        "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+        "top_k": {"type": "integer", "minimum": -1},
+        "min_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 2},
+        "user": {"type": "string"},
+    }
+    if card.tool_calling:
+        optional["tools"] = {"type": "array", "items": _ref("ToolDefinition")}
+    stop = [{"type": "null"}, {"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]
+    return {
+        "model": {"type": "string"},
+        "messages": {"type": "array", "minItems": 1, "items": _ref("Message")},
+        **{name: {**field, "type": [field["type"], "null"]} for name, field in optional.items()},
+        "stop": {"oneOf": stop},
+    }
+
+
+def _components(card: ModelCard) -> Schema:
+    images, tools = card.input == "text+image", card.tool_calling
+    parts = ["TextContentItem", "ImageContentItem"] if images else ["TextContentItem"]
+    schemas: Schema = {
+        "Message": {"oneOf": [_ref(name) for name in ("SystemMessage", "UserMessage", "AssistantMessage")]},
+        "SystemMessage": _message("system", _ref("TextContent")),
+        "UserMessage": _message(
+            "user", {"oneOf": [{"type": "string"}, {"type": "array", "items": {"oneOf": [_ref(p) for p in parts]}}]}
+        ),
+        "AssistantMessage": {"oneOf": [_ref("AssistantMessageWithoutToolCalls")]},
+        "AssistantMessageWithoutToolCalls": {
+            **_message("assistant", _ref("TextContent")),
+            "not": {"required": ["tool_calls"]},
+        },
+        "TextContent": {
+            "oneOf": [{"type": "string"}, {"type": "array", "items": _ref("TextContentItem")}],
+            "description": "Text content that can be provided either as a simple string or as an array of "
+            "TextContentItem objects",
+        },
+        "TextContentItem": _object(
+            ["type", "text"], {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}
+        ),
+    }
+    if images:
+        url = _object(["url"], {"url": {"type": "string", "format": "uri"}})
+        schemas["ImageContent"] = {"type": "array", "items": _ref("ImageContentItem")}
+        schemas["ImageContentItem"] = _object(
+            ["type", "image_url"], {"type": {"type": "string", "enum": ["image_url"]}, "image_url": url}
+        )
+    if tools:
+        schemas["Message"]["oneOf"].append(_ref("ToolMessage"))
+        schemas["AssistantMessage"]["oneOf"].append(_ref("AssistantMessageWithToolCalls"))
+        call = _object(["name", "arguments"], {"name": {"type": "string"}, "arguments": {"type": "string"}})
+        function = {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "parameters": {"type": "object", "additionalProperties": True},
+            "strict": {"type": "boolean", "default": False},
+        }
+        schemas |= {
+            "ToolMessage": _object(
+                ["role", "content", "tool_call_id"],
+                {"role": {"enum": ["tool"]}, "content": {"type": "string"}, "tool_call_id": {"type": "string"}},
+            ),
+            "AssistantMessageWithToolCalls": _object(
+                ["role", "tool_calls"],
+                {
+                    "role": {"type": "string", "enum": ["assistant"]},
+                    "content": {"oneOf": [{"type": "null"}, _ref("TextContent")]},  # null: an addition to 003
+                    "tool_calls": {"type": "array", "items": _ref("ToolCalls")},
+                },
+            ),
+            "ToolCalls": _object(
+                ["function", "id", "type"],
+                {"function": call, "id": {"type": "string"}, "type": {"enum": ["function"]}},
+                description="The name and arguments of a function that should be called, as generated by the model.",
+            ),
+            "ToolDefinition": _object(
+                ["type", "function"],
+                {"type": {"type": "string", "enum": ["function"]}, "function": _object(["name"], function)},
+                description="Definition of a tool that can be used by the model",
+            ),
+        }
+    return {"schemas": schemas}
+
+
+def request_schema(card: ModelCard) -> Schema:
+    """The card's draft-07 chat-completion request schema, shaped like the seeds'."""
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "required": ["messages"],
+        "properties": _properties(card),
+        "components": _components(card),
+    }
+
+
+def _leaves(error: ValidationError) -> list[ValidationError]:
+    """The innermost errors under a oneOf, from the branches whose discriminator matched.
+
+    A branch is ruled out by an `enum` failing on a direct property (its `role` or `type` is another one) or by
+    a `not` (a key it forbids, like `tool_calls`). When every branch is ruled out, the discriminator errors of the
+    nearest ones are returned, so that the allowed values can be listed together.
+    """
+    if not error.context:
+        return [error]
+    branches: dict[Any, list[ValidationError]] = {}
+    for sub in error.context:
+        branches.setdefault(sub.relative_schema_path[0], []).extend(_leaves(sub))
+    depth = len(error.absolute_path)
+
+    def discriminates(leaf: ValidationError) -> bool:
+        return leaf.validator == "not" or (leaf.validator == "enum" and len(leaf.absolute_path) == depth + 1)
+
+    def distance(leaves: list[ValidationError]) -> int:  # 0: matched; 1: forbids a key present; 2: another role
+        return max((2 if leaf.validator == "enum" else 1 for leaf in leaves if discriminates(leaf)), default=0)
+
+    nearest = min(map(distance, branches.values()))
+    return [
+        leaf
+        for leaves in branches.values()
+        if distance(leaves) == nearest
+        for leaf in leaves
+        if nearest == 0 or discriminates(leaf)
+    ]
+
+
+def _path(leaf: ValidationError) -> list[str]:
+    """The offending field: the instance's path, plus the key when one is missing or forbidden."""
+    path = [str(part) for part in leaf.absolute_path]
+    if leaf.validator == "required":
+        path.append(next(name for name in leaf.validator_value if name not in leaf.instance))
+    elif leaf.validator == "not" and isinstance(leaf.validator_value, dict) and leaf.validator_value.get("required"):
+        path.append(leaf.validator_value["required"][0])
+    return path
+
+
+def _describe(error: ValidationError) -> tuple[str | None, str]:
+    """The param (dotted path) and message of the most specific error under `error`."""
+    leaves = _leaves(error)
+    # The deepest field wins; at the same depth a wrong value beats a missing key beats a type mismatch (the
+    # latter is usually a oneOf branch for another type).
+    best = max(leaves, key=lambda leaf: (len(_path(leaf)), {"type": 0, "required": 1}.get(leaf.validator, 2)))
+    path = _path(best)
+    message = best.message
+    if best.validator in ("enum", "type"):
+        allowed: list[Any] = []
+        for leaf in leaves:
+            if leaf.validator == best.validator and _path(leaf) == path:
+                values = leaf.validator_value if isinstance(leaf.validator_value, list) else [leaf.validator_value]
+                allowed += [value for value in values if value not in allowed]
+        listed = ", ".join(repr(value) for value in allowed)
+        message = f"{best.instance!r} is not {'one of' if best.validator == 'enum' else 'of type'} {listed}"
+    elif best.validator == "required":
+        message = "is required"
+    elif best.validator == "not":
+        message = "is not allowed here"
+    param = ".".join(path) or None
+    return param, f"{param}: {message}" if param else message
+
+
+class RequestValidator:
+    """Validates chat-completion request bodies against one card's schema; build one per card."""
+
+    def __init__(self, card: ModelCard) -> None:
+        self._card = card
+        self.schema = request_schema(card)
+        self._validator = Draft7Validator(self.schema)
+
+    def validate(self, body: object) -> None:
+        """Raise `InvalidRequest` naming the offending field (dotted `param`) if `body` is not a valid request."""
+        if not isinstance(body, dict):
+            raise InvalidRequest("The request body must be a JSON object.", param=None)
+        # The shallowest error first (a missing `messages` before a bad message), then in schema order.
+        error = min(self._validator.iter_errors(body), key=lambda e: len(e.absolute_path), default=None)
+        if error is not None:
+            param, message = _describe(error)
+            if not self._card.accepts_images and param is not None and param.endswith(".type") and (
+                error.validator != "required" and _is_image_part_type(error)
+            ):
+                image_param = param.removesuffix(".type") + ".image_url"
+                raise UnsupportedCapability(
+                    f"{image_param}: the model `{self._card.id}` takes text only; it cannot read images.",
+                    param=image_param,
+                )
+            raise InvalidRequest(message, param=param)
+
+
+def _is_image_part_type(error: ValidationError) -> bool:
+    return any(leaf.instance == "image_url" for leaf in _leaves(error))

@@ -1,0 +1,1 @@
+"""The `faisca` command: serve, models, show."""

@@ -1,0 +1,150 @@
+"""`faisca serve | models | show`: argument parsing and the wiring of settings → catalog → registry → app."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from faisca import __version__
+from faisca.catalog import Catalog, ModelCard
+from faisca.catalog.catalog import CardError
+from faisca.config import DEFAULT_MODEL_ID, Settings
+from faisca.engine.weights import missing_weights_message
+from faisca.errors import FaiscaError
+
+
+def _weights_arg(value: str) -> tuple[str, Path]:
+    model_id, sep, path = value.partition("=")
+    if not sep or not model_id or not path:
+        raise argparse.ArgumentTypeError("expected MODEL=PATH, e.g. my-model=/models/my-model.gguf")
+    return model_id, Path(path).expanduser()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="faisca",
+        description="Self-hosted LLM serving: OpenAI-compatible API over llama.cpp, on CPU by default.",
+    )
+    parser.add_argument("--version", action="version", version=f"faisca {__version__}")
+    parser.add_argument("--cards-dir", type=Path, action="append", default=[], metavar="DIR",
+                        help="extra directory of model cards (*.toml); a card there replaces a shipped one with the same id")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve models over HTTP (OpenAI API under /v1)",
+                                description="Serve models over HTTP: /v1/chat/completions, /v1/models, /health.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
+    serve.add_argument("--model", dest="models", action="append", metavar="ID",
+                       help=f"a model to serve: id, Hugging Face id or alias; repeatable (default: {DEFAULT_MODEL_ID})")
+    serve.add_argument("--weights", action="append", type=_weights_arg, default=[], metavar="ID=PATH",
+                       help="run the card ID from a local GGUF file; repeatable")
+    serve.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="llama.cpp threads (default: the cores this process may use)")
+    serve.add_argument("--ctx-size", type=int, default=8192, metavar="TOKENS",
+                       help="context per model, capped by the model's own (default: %(default)s)")
+    serve.add_argument("--api-key", default=None, metavar="KEY",
+                       help="require `Authorization: Bearer KEY` on /v1 (default: no key)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    commands.add_parser("models", help="list the model catalog with capabilities")
+    show = commands.add_parser("show", help="show one model card")
+    show.add_argument("model", metavar="MODEL", help="id, Hugging Face id or alias")
+    show.add_argument("--schema", action="store_true", help="print the model's request JSON Schema instead")
+    return parser
+
+
+def _yes_no(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _weights_label(card: ModelCard) -> str:
+    weights = card.runtime.weights
+    if weights is None:
+        return "not configured"
+    return "embedded" if weights.kind != "path" else str(weights.path)
+
+
+def _print_models(catalog: Catalog) -> None:
+    header = ("ID", "NAME", "VERSION", "CONTEXT", "INPUT", "TOOLS", "LORA", "LTS", "WEIGHTS")
+    rows = [
+        (card.id, card.name, card.version, f"{card.context_length // 1024}k", card.input,
+         _yes_no(card.tool_calling), _yes_no(card.lora), _yes_no(card.long_term_support), _weights_label(card))
+        for card in catalog
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _print_card(card: ModelCard) -> None:
+    fields = [
+        ("id", card.id), ("name", card.name), ("version", card.version), ("category", card.category),
+        ("size", card.size), ("hugging face", card.hf_id), ("license", card.license),
+        ("tool calling", _yes_no(card.tool_calling)), ("long-term support", _yes_no(card.long_term_support)),
+        ("context length", f"{card.context_length} tokens"), ("lora", _yes_no(card.lora)),
+        ("input", card.input), ("aliases", ", ".join(card.aliases) or "-"), ("engine", card.runtime.engine),
+        ("weights", _weights_label(card)),
+    ]
+    for label, value in fields:
+        print(f"{label:<18} {value}")
+    for label, text in (("description", card.description), ("notes", card.notes)):
+        if text:
+            print(f"\n{text}" if label == "description" else f"\nNote: {text}")
+
+
+def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
+    import uvicorn
+
+    from faisca.api.app import create_app
+    from faisca.engine.factory import engine_loader
+    from faisca.engine.llama_cpp import available_cores
+    from faisca.registry import ModelRegistry
+
+    for model_id, path in args.weights:
+        catalog = catalog.with_weights_path(model_id, path)
+    settings = Settings(
+        host=args.host, port=args.port, model_ids=tuple(args.models or (DEFAULT_MODEL_ID,)),
+        num_threads=args.threads, max_context_tokens=args.ctx_size, api_key=args.api_key,
+        weights_paths=tuple(args.weights), cards_dirs=tuple(args.cards_dir),
+    )
+    for model_id in settings.model_ids:
+        card = catalog.resolve(model_id)
+        if card.runtime.weights is None:
+            raise FaiscaError(missing_weights_message(card))
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    loader = engine_loader(num_threads=settings.num_threads or available_cores(),
+                           max_context_tokens=settings.max_context_tokens)
+    registry = ModelRegistry(catalog, settings.model_ids, loader)
+    app = create_app(settings, registry)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        catalog = Catalog.from_dirs(*args.cards_dir)
+        match args.command:
+            case "models":
+                _print_models(catalog)
+            case "show":
+                card = catalog.resolve(args.model)
+                if args.schema:
+                    from faisca.catalog.schema import request_schema
+
+                    print(json.dumps(request_schema(card), indent=2))
+                else:
+                    _print_card(card)
+            case "serve":
+                return _serve(args, catalog)
+    except (FaiscaError, CardError) as exc:
+        print(f"faisca: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

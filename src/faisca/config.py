@@ -1,0 +1,21 @@
+"""Server settings: one frozen value built by the CLI and handed to the factories that need it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MODEL_ID = "google-gemma-3-270m"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    model_ids: tuple[str, ...] = (DEFAULT_MODEL_ID,)
+    num_threads: int | None = None  # None: the cores this process may use
+    max_context_tokens: int = 8192  # per model, capped by the model's own context length
+    api_key: str | None = None
+    max_body_bytes: int = 32 * 1024 * 1024
+    weights_paths: tuple[tuple[str, Path], ...] = ()  # (model id, GGUF path) from --weights
+    cards_dirs: tuple[Path, ...] = field(default_factory=tuple)

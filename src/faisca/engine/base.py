@@ -1,0 +1,64 @@
+"""The engine interface: tokenize, generate (an async stream of typed token events), close.
+
+Aborting a generation is closing its stream (`aclose()`, or cancelling the task iterating it): the
+engine stops producing tokens and frees what the sequence held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias
+
+from faisca.types import SamplingParams
+
+
+@dataclass(frozen=True)
+class PromptAccepted:
+    """First event of a generation: the prompt is in the context; `num_cached_tokens` were reused."""
+
+    num_cached_tokens: int
+
+
+@dataclass(frozen=True)
+class TokenOut:
+    token_id: int
+    # Text this token completes, decoded incrementally: never half a UTF-8 character.
+    text: str
+    # The model ended its turn with this token (an end-of-generation token; its text is not content).
+    is_end: bool = False
+
+
+EngineEvent: TypeAlias = PromptAccepted | TokenOut
+
+
+@dataclass(frozen=True)
+class ModelTokens:
+    """Token texts a chat template needs."""
+
+    bos_text: str
+    eos_text: str
+
+
+class Engine(Protocol):
+    @property
+    def max_context_tokens(self) -> int: ...
+
+    @property
+    def tokens(self) -> ModelTokens: ...
+
+    @property
+    def chat_template_source(self) -> str | None:
+        """The chat template the weights carry, if any."""
+        ...
+
+    def tokenize(self, prompt: str) -> list[int]:
+        """Tokens of a rendered prompt: special tokens in the text are parsed; BOS added only if the model wants one
+        and the text lacks it."""
+        ...
+
+    def generate(
+        self, prompt_tokens: Sequence[int], sampling: SamplingParams, max_new_tokens: int
+    ) -> AsyncIterator[EngineEvent]: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,100 @@
+"""The models this server serves: each loads in the background, and is loading, ready, or failed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from faisca.catalog import Catalog, ModelCard
+from faisca.chat.template import ChatTemplate
+from faisca.engine.base import Engine
+from faisca.engine.weights import missing_weights_message
+from faisca.errors import FaiscaError, ModelUnavailable, NotReady
+
+logger = logging.getLogger("faisca.registry")
+
+EngineLoader = Callable[[ModelCard], Engine]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    card: ModelCard
+    engine: Engine
+    template: ChatTemplate
+
+
+def chat_template_for(card: ModelCard, engine: Engine) -> ChatTemplate:
+    """The card's shipped template, else the one in the weights; never a silent generic fallback."""
+    tokens = engine.tokens
+    if card.runtime.chat_template is not None:
+        return ChatTemplate.shipped(card.runtime.chat_template, bos_token=tokens.bos_text, eos_token=tokens.eos_text)
+    if source := engine.chat_template_source:
+        return ChatTemplate(source, bos_token=tokens.bos_text, eos_token=tokens.eos_text)
+    raise ModelUnavailable(
+        f"The weights of `{card.id}` carry no chat template and its card names none; add `chat_template` to its card."
+    )
+
+
+class ModelRegistry:
+    def __init__(self, catalog: Catalog, served_ids: Iterable[str], load_engine: EngineLoader) -> None:
+        self.catalog = catalog
+        self._load_engine = load_engine
+        self._cards = [catalog.resolve(name) for name in served_ids]
+        self._ready: dict[str, ServedModel] = {}
+        self._failed: dict[str, FaiscaError] = {}
+        self._is_loading = True
+
+    @property
+    def served_cards(self) -> list[ModelCard]:
+        return list(self._cards)
+
+    @property
+    def is_loading(self) -> bool:
+        return self._is_loading
+
+    def states(self) -> dict[str, str]:
+        """Each served model's state: `loading`, `ready`, or `failed: <why>`."""
+        return {
+            card.id: "ready" if card.id in self._ready
+            else f"failed: {self._failed[card.id].message}" if card.id in self._failed
+            else "loading"
+            for card in self._cards
+        }
+
+    def is_served(self, card: ModelCard) -> bool:
+        return any(served.id == card.id for served in self._cards)
+
+    async def load_all(self) -> None:
+        """Load the served models one after another (they share the cores), off the event loop."""
+        for card in self._cards:
+            try:
+                engine = await asyncio.to_thread(self._load_engine, card)
+                self._ready[card.id] = ServedModel(card, engine, chat_template_for(card, engine))
+            except FaiscaError as exc:
+                logger.error("cannot serve %s: %s", card.id, exc.message)
+                self._failed[card.id] = exc
+            except Exception as exc:
+                logger.exception("loading %s failed", card.id)
+                self._failed[card.id] = ModelUnavailable(f"The model `{card.id}` failed to load: {exc}")
+        self._is_loading = False
+
+    def get(self, card: ModelCard) -> ServedModel:
+        if served := self._ready.get(card.id):
+            return served
+        if failure := self._failed.get(card.id):
+            raise failure
+        if self.is_served(card):
+            raise NotReady(f"The model `{card.id}` is still loading; retry shortly.", retry_after_s=2)
+        if card.runtime.weights is None:
+            raise ModelUnavailable(missing_weights_message(card), param="model")
+        raise ModelUnavailable(
+            f"The model `{card.id}` is in the catalog but not served here; start the server with `--model {card.id}`.",
+            param="model",
+        )
+
+    async def close(self) -> None:
+        for served in self._ready.values():
+            await served.engine.close()
+        self._ready.clear()

@@ -1,0 +1,131 @@
+"""The one orchestrator both API surfaces call: resolve card → check → render → tokenize → generate → stop.
+
+`start_chat` does every check that can fail before the first byte (so surfaces answer those with a
+status code) and returns the event stream; the non-streaming answer is `fold_chat` of that stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from faisca.catalog import ModelCard
+from faisca.chat.stops import StopMatcher
+from faisca.engine.base import PromptAccepted
+from faisca.errors import ContextLengthExceeded, UnsupportedCapability
+from faisca.registry import ModelRegistry, ServedModel
+from faisca.types import ChatEnd, ChatEvent, ChatRequest, ChoiceEnd, FinishReason, ImagePart, TextDelta, Usage
+
+
+def check_capabilities(card: ModelCard, request: ChatRequest) -> None:
+    if card.accepts_images:
+        return
+    for message_index, message in enumerate(request.messages):
+        if isinstance(message.content, tuple):
+            for part_index, part in enumerate(message.content):
+                if isinstance(part, ImagePart):
+                    raise UnsupportedCapability(
+                        f"The model `{card.id}` takes text only; it cannot read images.",
+                        param=f"messages.{message_index}.content.{part_index}",
+                    )
+
+
+def max_new_tokens_for(num_prompt_tokens: int, requested_max_tokens: int | None, max_context_tokens: int) -> int:
+    """What fits in the context: the requested bound, or all the room left when none was asked for."""
+    room = max_context_tokens - num_prompt_tokens
+    if requested_max_tokens is None:
+        if room < 1:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {max_context_tokens} tokens; your messages use "
+                f"{num_prompt_tokens} tokens, which leaves no room for a completion.",
+                param="messages",
+            )
+        return room
+    if requested_max_tokens > room:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {max_context_tokens} tokens. However, you requested "
+            f"{num_prompt_tokens + requested_max_tokens} tokens ({num_prompt_tokens} in the messages, "
+            f"{requested_max_tokens} in the completion). Please reduce the length of the messages or completion.",
+            param="max_tokens",
+        )
+    return requested_max_tokens
+
+
+class ChatService:
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self.catalog = registry.catalog
+
+    async def start_chat(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
+        card = self.catalog.resolve(request.model_id)
+        check_capabilities(card, request)
+        served = self.registry.get(card)
+        prompt_tokens = served.engine.tokenize(served.template.render(request.messages))
+        max_new_tokens = max_new_tokens_for(
+            len(prompt_tokens), request.sampling.max_tokens, served.engine.max_context_tokens
+        )
+        return self._generate(served, request, prompt_tokens, max_new_tokens)
+
+    async def _generate(
+        self, served: ServedModel, request: ChatRequest, prompt_tokens: list[int], max_new_tokens: int
+    ) -> AsyncIterator[ChatEvent]:
+        num_completion_tokens = 0
+        num_cached_tokens = 0
+        for choice_index in range(request.num_choices):
+            sampling = request.sampling
+            if sampling.seed is not None:  # each choice its own sample, reproducibly
+                sampling = dataclasses.replace(sampling, seed=sampling.seed + choice_index)
+            stops = StopMatcher(sampling.stop)
+            finish_reason: FinishReason = "length"
+            stop_reason: str | None = None
+            tokens = served.engine.generate(prompt_tokens, sampling, max_new_tokens)
+            try:
+                async for event in tokens:
+                    if isinstance(event, PromptAccepted):
+                        num_cached_tokens = max(num_cached_tokens, event.num_cached_tokens)
+                        continue
+                    num_completion_tokens += 1
+                    text, stop_reason = stops.feed(event.text)
+                    if text:
+                        yield TextDelta(choice_index, text)
+                    if stop_reason is not None or event.is_end:
+                        finish_reason = "stop"
+                        break
+            finally:
+                await tokens.aclose()  # type: ignore[attr-defined]
+            if stop_reason is None and (rest := stops.flush()):
+                yield TextDelta(choice_index, rest)
+            yield ChoiceEnd(choice_index, finish_reason, stop_reason)
+        yield ChatEnd(Usage(len(prompt_tokens), num_completion_tokens, num_cached_tokens))
+
+
+@dataclass
+class ChoiceResult:
+    index: int
+    text: str = ""
+    finish_reason: FinishReason = "length"
+    stop_reason: str | None = None
+
+
+@dataclass
+class ChatResult:
+    choices: list[ChoiceResult] = field(default_factory=list)
+    usage: Usage = field(default_factory=lambda: Usage(0, 0))
+
+
+async def fold_chat(events: AsyncIterator[ChatEvent]) -> ChatResult:
+    """The non-streaming answer: the same events, gathered."""
+    result = ChatResult()
+    texts: dict[int, list[str]] = {}
+    for_choice: dict[int, ChoiceResult] = {}
+    async for event in events:
+        match event:
+            case TextDelta(choice_index=index, text=text):
+                texts.setdefault(index, []).append(text)
+            case ChoiceEnd(choice_index=index, finish_reason=finish_reason, stop_reason=stop_reason):
+                for_choice[index] = ChoiceResult(index, "".join(texts.get(index, [])), finish_reason, stop_reason)
+            case ChatEnd(usage=usage):
+                result.usage = usage
+    result.choices = [for_choice[index] for index in sorted(for_choice)]
+    return result

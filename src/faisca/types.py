@@ -1,0 +1,111 @@
+"""Neutral domain types shared by every layer.
+
+Wire types (OpenAI, Ollama) live under `faisca.api` only and are converted to and from these by pure
+functions. A `ChatRequest` is a *validated* request: only code that checked a wire request builds one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
+
+Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
+FinishReason: TypeAlias = Literal["stop", "length", "tool_calls"]
+
+
+@dataclass(frozen=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """An image reference as the client sent it (a URL or a data URI); fetched and decoded by the engine side."""
+
+    url: str
+
+
+ContentPart: TypeAlias = TextPart | ImagePart
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments_json: str
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str | tuple[ContentPart, ...] | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+    @property
+    def image_parts(self) -> tuple[ImagePart, ...]:
+        if isinstance(self.content, tuple):
+            return tuple(part for part in self.content if isinstance(part, ImagePart))
+        return ()
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens. Neutral defaults: OpenAI's (temperature 1, top_p 1), with top_k and min_p off."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repeat_penalty: float = 1.0
+    seed: int | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A chat request that passed validation against its model's card and schema."""
+
+    model_id: str
+    messages: tuple[Message, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    num_choices: int = 1
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+# --- Output events of a chat: the one stream both the streaming and the non-streaming answers are built from.
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    choice_index: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ChoiceEnd:
+    choice_index: int
+    finish_reason: FinishReason
+    # vLLM's meaning: the stop string that ended the choice; None when the model ended it (or the limit did).
+    stop_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatEnd:
+    usage: Usage
+
+
+ChatEvent: TypeAlias = TextDelta | ChoiceEnd | ChatEnd

@@ -1,0 +1,269 @@
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from faisca.catalog.card import ModelCard
+from faisca.catalog.schema import RequestValidator, request_schema
+from faisca.errors import InvalidRequest, UnsupportedCapability
+
+SEEDS = Path(__file__).resolve().parents[3] / "shared" / "seeds"  # /work/shared/seeds beside the /work/main repo
+
+
+def card(*, input: str = "text", tool_calling: bool = False) -> ModelCard:
+    return ModelCard.model_validate(
+        {
+            "name": "Test",
+            "version": "1B",
+            "category": "LLM",
+            "size": "1B parameters",
+            "hf_id": "acme/test-1b",
+            "license": "MIT",
+            "tool_calling": tool_calling,
+            "long_term_support": False,
+            "context_length": 4096,
+            "lora": False,
+            "input": input,
+        }
+    )
+
+
+def seed_schema(prefix: str) -> dict[str, Any]:
+    """The draft-07 schema that ends a seed (after a "JSON schema" line, "Schema JSON" in the Portuguese ones)."""
+    if not SEEDS.is_dir():
+        pytest.skip(f"no seeds at {SEEDS}")
+    text = next(SEEDS.glob(f"{prefix}_*.txt")).read_text()
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() in ("JSON schema", "Schema JSON"))
+    return json.loads("\n".join(lines[start + 1 :]))
+
+
+def with_additions(seed: dict[str, Any], *, tools: bool) -> dict[str, Any]:
+    """The seed plus faisca's documented additions: more OpenAI fields, bounds, and null for optional fields."""
+    schema = copy.deepcopy(seed)
+    properties = schema["properties"]
+    properties["messages"]["minItems"] = 1
+    properties["n"]["maximum"] = 16
+    properties |= {
+        "max_completion_tokens": {"type": "integer", "minimum": 1},
+        "seed": {"type": "integer"},
+        "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+        "top_k": {"type": "integer", "minimum": -1},
+        "min_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 2},
+        "user": {"type": "string"},
+    }
+    for name, field in properties.items():
+        if name != "messages":
+            field["type"] = [field["type"], "null"]
+    properties["model"] = {"type": "string"}
+    properties["stop"] = {
+        "oneOf": [{"type": "null"}, {"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]
+    }
+    if tools:
+        with_calls = schema["components"]["schemas"]["AssistantMessageWithToolCalls"]["properties"]
+        with_calls["content"] = {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/TextContent"}]}
+    return schema
+
+
+def test_vision_card_schema_is_seed_001_plus_additions() -> None:
+    assert request_schema(card(input="text+image")) == with_additions(seed_schema("001"), tools=False)
+
+
+def test_tool_card_schema_is_seed_003_plus_additions() -> None:
+    assert request_schema(card(tool_calling=True)) == with_additions(seed_schema("003"), tools=True)
+
+
+def test_plain_text_card_has_no_images_and_no_tools() -> None:
+    schema = request_schema(card())
+    schemas = schema["components"]["schemas"]
+    assert "tools" not in schema["properties"]
+    assert {"ImageContentItem", "ImageContent", "ToolMessage", "ToolCalls", "ToolDefinition"}.isdisjoint(schemas)
+    assert "ImageContentItem" not in json.dumps(schema)
+    assert schemas["UserMessage"]["properties"]["content"]["oneOf"][1]["items"] == {
+        "oneOf": [{"$ref": "#/components/schemas/TextContentItem"}]
+    }
+
+
+def test_schemas_are_valid_draft7() -> None:
+    from jsonschema import Draft7Validator
+
+    for c in (card(), card(input="text+image"), card(tool_calling=True), card(input="text+image", tool_calling=True)):
+        Draft7Validator.check_schema(request_schema(c))
+
+
+TEXT = RequestValidator(card())
+VISION = RequestValidator(card(input="text+image"))
+TOOLS = RequestValidator(card(tool_calling=True))
+
+HELLO = [{"role": "user", "content": "hi"}]
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Lisbon"}'}}
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(
+    ("validator", "body"),
+    [
+        (TEXT, {"messages": HELLO}),
+        (TEXT, {"model": "m", "messages": [{"role": "system", "content": "be brief"}, *HELLO], "name": "x"}),
+        (TEXT, {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}], "name": "ana"}]}),
+        (TEXT, {"messages": [*HELLO, {"role": "assistant", "content": "hello"}, *HELLO]}),
+        (
+            TEXT,
+            {
+                "messages": HELLO,
+                "temperature": 0.7,
+                "top_p": 1,
+                "n": 16,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                "max_tokens": 5,
+                "max_completion_tokens": 5,
+                "stop": ["a", "b"],
+                "seed": 1,
+                "top_k": -1,
+                "min_p": 0.05,
+                "repetition_penalty": 1.1,
+                "presence_penalty": -2,
+                "frequency_penalty": 2,
+                "user": "u",
+            },
+        ),
+        (TEXT, {"messages": HELLO, "stop": "\n"}),
+        (
+            TEXT,
+            {
+                "messages": HELLO,
+                **dict.fromkeys(
+                    ["max_tokens", "temperature", "top_p", "n", "stream", "stop", "seed", "stream_options", "user"]
+                ),
+            },
+        ),
+        (VISION, {"messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, IMAGE]}]}),
+        (VISION, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
+        (TOOLS, {"messages": HELLO, "tools": [TOOL], "tool_choice": "auto"}),
+        (TOOLS, {"messages": HELLO, "tools": None}),
+        (
+            TOOLS,
+            {
+                "messages": [
+                    *HELLO,
+                    {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                    {"role": "tool", "content": "sunny", "tool_call_id": "call_1"},
+                    {"role": "assistant", "tool_calls": [CALL]},
+                    {"role": "assistant", "content": "", "tool_calls": [CALL]},
+                ],
+                "tools": [TOOL],
+            },
+        ),
+    ],
+)
+def test_valid_bodies_pass(validator: RequestValidator, body: dict[str, Any]) -> None:
+    validator.validate(body)
+
+
+@pytest.mark.parametrize(
+    ("validator", "body", "param", "words"),
+    [
+        (TEXT, {"messages": HELLO, "temperature": 3}, "temperature", "3 is greater than the maximum of 2"),
+        (TEXT, {"messages": HELLO, "temperature": "hot"}, "temperature", "'hot' is not of type"),
+        (TEXT, {"messages": HELLO, "temperature": True}, "temperature", "is not of type"),
+        (TEXT, {"messages": HELLO, "top_p": 1.5}, "top_p", "maximum of 1"),
+        (TEXT, {"messages": HELLO, "n": 0}, "n", "minimum of 1"),
+        (TEXT, {"messages": HELLO, "n": 17}, "n", "maximum of 16"),
+        (TEXT, {"messages": HELLO, "n": 1.5}, "n", "'integer'"),
+        (TEXT, {"messages": HELLO, "stream": "yes"}, "stream", "'boolean'"),
+        (TEXT, {"messages": HELLO, "repetition_penalty": 0}, "repetition_penalty", "0"),
+        (TEXT, {"messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, "stop", "is too long"),
+        (TEXT, {"messages": HELLO, "model": 7}, "model", "'string'"),
+        (TEXT, {"messages": []}, "messages", "[] should be non-empty"),
+        (TEXT, {"messages": "hi"}, "messages", "'array'"),
+        (TEXT, {}, "messages", "messages: is required"),
+        (TEXT, {"messages": ["hi"]}, "messages.0", "'hi' is not of type 'object'"),
+        (
+            TEXT,
+            {"messages": [{"role": "robot", "content": "hi"}]},
+            "messages.0.role",
+            "'robot' is not one of 'system', 'user', 'assistant'",
+        ),
+        (
+            TOOLS,
+            {"messages": [{"role": "robot", "content": "hi"}]},
+            "messages.0.role",
+            "'robot' is not one of 'system', 'user', 'assistant', 'tool'",
+        ),
+        (TEXT, {"messages": [{"role": "user", "content": 5}]}, "messages.0.content", "5 is not of type 'string', 'array'"),
+        (TEXT, {"messages": [{"role": "user"}]}, "messages.0.content", "is required"),
+        (
+            VISION,
+            {"messages": [{"role": "user", "content": [{"type": "video", "video": {}}]}]},
+            "messages.0.content.0.type",
+            "'video' is not one of 'text', 'image_url'",
+        ),
+        (
+            TEXT,
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, IMAGE]}]},
+            "messages.0.content.1.image_url",
+            "takes text only",
+        ),
+        (
+            VISION,
+            {"messages": [{"role": "system", "content": [IMAGE]}]},
+            "messages.0.content.0.type",
+            "'image_url' is not one of 'text'",
+        ),
+        (
+            VISION,
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]},
+            "messages.0.content.0.text",
+            "'string'",
+        ),
+        (
+            VISION,
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            "messages.0.content.0.image_url.url",
+            "is required",
+        ),
+        (
+            TEXT,
+            {"messages": [*HELLO, {"role": "assistant", "content": None, "tool_calls": [CALL]}]},
+            "messages.1.tool_calls",
+            "not allowed",
+        ),
+        (TOOLS, {"messages": [{"role": "tool", "content": "x"}]}, "messages.0.tool_call_id", "is required"),
+        (
+            TOOLS,
+            {"messages": [{"role": "assistant", "tool_calls": [{**CALL, "id": 1}]}]},
+            "messages.0.tool_calls.0.id",
+            "'string'",
+        ),
+        (TOOLS, {"messages": HELLO, "tools": [{"type": "function", "function": {}}]}, "tools.0.function.name", "required"),
+        (TOOLS, {"messages": HELLO, "tools": [{"type": "retrieval", "function": {"name": "f"}}]}, "tools.0.type", "'retrieval' is not one of"),
+    ],
+)
+def test_invalid_bodies_name_the_field(validator: RequestValidator, body: Any, param: str, words: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        validator.validate(body)
+    assert caught.value.param == param
+    assert caught.value.message.startswith(f"{param}: ")
+    assert words in caught.value.message
+
+
+@pytest.mark.parametrize("body", [[], "{}", None, 3])
+def test_non_object_body_is_rejected_without_param(body: object) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        TEXT.validate(body)
+    assert caught.value.param is None
+    assert "JSON object" in caught.value.message
+
+
+def test_an_image_to_a_text_only_model_is_an_unsupported_capability() -> None:
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, IMAGE]}]}
+    with pytest.raises(UnsupportedCapability) as caught:
+        TEXT.validate(body)
+    assert caught.value.param == "messages.0.content.1.image_url"
