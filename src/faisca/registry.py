@@ -80,6 +80,11 @@ class ModelRegistry:
                 self._failed[card.id] = ModelUnavailable(f"The model `{card.id}` failed to load: {exc}")
         self._is_loading = False
 
+    def max_context_tokens(self, card: ModelCard) -> int:
+        """The context a request to `card` gets here: the loaded engine's, else the card's own."""
+        served = self._ready.get(card.id)
+        return served.engine.max_context_tokens if served else card.context_length
+
     def get(self, card: ModelCard) -> ServedModel:
         if served := self._ready.get(card.id):
             return served

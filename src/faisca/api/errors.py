@@ -24,7 +24,8 @@ def error_response(exc: FaiscaError) -> JSONResponse:
 
 
 def _http_error(status_code: int, message: str) -> FaiscaError:
-    error = FaiscaError(message, code=None)
+    """Starlette's own errors (no such route, wrong method) in faisca's shape."""
+    error = FaiscaError(message, code={404: "not_found", 405: "method_not_allowed"}.get(status_code, "http_error"))
     error.status_code = status_code
     error.error_type = "invalid_request_error" if status_code < 500 else "server_error"
     return error

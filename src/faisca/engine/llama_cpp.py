@@ -36,6 +36,22 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+class IncrementalDetokenizer:
+    """Token ids → text, one token at a time, never splitting a UTF-8 character across two pieces (a byte-fallback
+    token can carry half of one: its bytes wait for the rest)."""
+
+    def __init__(self, token_bytes: Callable[[int], bytes]) -> None:
+        self._token_bytes = token_bytes
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def decode(self, token: int) -> str:
+        return self._decoder.decode(self._token_bytes(token))
+
+    def flush(self) -> str:
+        """What is left at the end (an incomplete character becomes U+FFFD)."""
+        return self._decoder.decode(b"", final=True)
+
+
 class LlamaCppEngine:
     def __init__(self, llama: object, *, name: str) -> None:
         import llama_cpp
@@ -140,7 +156,7 @@ class LlamaCppEngine:
         # llama-cpp-python reuses a matching prefix of the last prompt where the KV cache allows; it does not say
         # how much, so nothing is claimed here (the batching engine reports real prefix hits).
         emit(PromptAccepted(num_cached_tokens=0))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        detokenizer = IncrementalDetokenizer(lambda token: llama._model.detokenize([token], special=False))  # type: ignore[attr-defined]
         num_generated = 0
         for token in llama.generate(  # type: ignore[attr-defined]
             prompt_tokens,
@@ -156,13 +172,13 @@ class LlamaCppEngine:
                 return
             num_generated += 1
             if self._is_eog(token):
-                emit(TokenOut(token, decoder.decode(b"", final=True), is_end=True))
+                emit(TokenOut(token, detokenizer.flush(), is_end=True))
                 return
-            piece = llama._model.detokenize([token], special=False)  # type: ignore[attr-defined]
-            is_last = num_generated >= max_new_tokens
-            emit(TokenOut(token, decoder.decode(piece, final=is_last)))
-            if is_last:
+            text = detokenizer.decode(token)
+            if num_generated >= max_new_tokens:
+                emit(TokenOut(token, text + detokenizer.flush()))
                 return
+            emit(TokenOut(token, text))
 
     async def close(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)

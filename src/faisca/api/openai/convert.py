@@ -45,6 +45,20 @@ KNOWN_FIELDS = frozenset(
 )
 
 
+def without_null_message_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """Clients echo earlier assistant messages back with `"tool_calls": null` (or `[]`), `"name": null`...:
+    such keys mean "absent", so they are dropped before validation."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return body
+    cleaned = [
+        {key: value for key, value in message.items() if value is not None and not (key == "tool_calls" and value == [])}
+        if isinstance(message, dict) else message
+        for message in messages
+    ]
+    return {**body, "messages": cleaned}
+
+
 def _content_from_wire(content: Any) -> str | tuple[ContentPart, ...] | None:
     if content is None or isinstance(content, str):
         return content

@@ -44,7 +44,8 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
     validators = {card.id: RequestValidator(card) for card in service.catalog}
 
     def model_object(card: ModelCard) -> ModelObject:
-        return ModelObject(id=card.id, created=started_at, root=card.hf_id, max_model_len=card.context_length)
+        return ModelObject(id=card.id, created=started_at, root=card.hf_id,
+                           max_model_len=service.registry.max_context_tokens(card))
 
     @router.get("/models")
     async def list_models() -> ModelList:
@@ -62,7 +63,7 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
 
     @router.post("/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
-        body = await read_json_object(request, max_bytes=settings.max_body_bytes)
+        body = convert.without_null_message_fields(await read_json_object(request, max_bytes=settings.max_body_bytes))
         card = _requested_card(service, body)
         validators[card.id].validate(body)
         chat_request = convert.to_chat_request(body, card)

@@ -1,0 +1,33 @@
+"""Fixtures: one real `faisca serve` with both embedded models for the whole session, and clients of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.server import CONTEXT_TOKENS, RunningServer
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    log_path = tmp_path_factory.mktemp("server") / "faisca.log"
+    running = RunningServer("--model", "gemma3:270m", "--model", "smollm2", "--ctx-size", str(CONTEXT_TOKENS),
+                            log_path=log_path)
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def http(server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=120) as session:
+        yield session

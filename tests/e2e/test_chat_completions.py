@@ -1,0 +1,163 @@
+"""`/v1/chat/completions` on the real embedded models, through the official `openai` client and raw HTTP."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.server import GEMMA, SMOLLM2
+
+HELLO = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Name the european capitals"}]
+
+
+def sse_events(response: httpx.Response) -> list[object]:
+    events = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            payload = line.removeprefix("data: ")
+            events.append(payload if payload == "[DONE]" else json.loads(payload))
+        else:
+            assert line == "", f"unexpected SSE line {line!r}"
+    return events
+
+
+def test_response_has_exactly_the_seed_shape(http: httpx.Client) -> None:
+    response = http.post("/v1/chat/completions", json={"model": GEMMA, "messages": HELLO, "max_tokens": 8})
+    assert response.status_code == 200
+    body = response.json()
+    assert list(body) == ["id", "object", "created", "model", "choices", "usage", "prompt_logprobs"]
+    assert re.fullmatch(r"chatcmpl-[0-9a-f]{32}", body["id"])
+    assert body["object"] == "chat.completion"
+    assert isinstance(body["created"], int)
+    assert body["model"] == GEMMA
+    assert body["prompt_logprobs"] is None
+    [choice] = body["choices"]
+    assert list(choice) == ["index", "message", "logprobs", "finish_reason", "stop_reason"]
+    assert list(choice["message"]) == ["role", "reasoning_content", "content", "tool_calls"]
+    assert choice["message"]["role"] == "assistant"
+    assert choice["message"]["reasoning_content"] is None
+    assert isinstance(choice["message"]["content"], str) and choice["message"]["content"]
+    assert choice["message"]["tool_calls"] == []
+    assert choice["logprobs"] is None
+    assert choice["finish_reason"] == "length"
+    assert choice["stop_reason"] is None
+    usage = body["usage"]
+    assert list(usage) == ["prompt_tokens", "total_tokens", "completion_tokens", "prompt_tokens_details"]
+    assert usage["completion_tokens"] == 8
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["prompt_tokens"] > 5
+
+
+def test_openai_client_round_trip_by_hf_id_and_alias(client: openai.OpenAI) -> None:
+    for model in ("google/gemma-3-270m", "gemma3:270m"):
+        completion = client.chat.completions.create(model=model, messages=HELLO, max_tokens=4)  # type: ignore[arg-type]
+        assert completion.model == GEMMA
+        assert completion.choices[0].message.content
+
+
+def test_stream_equals_non_stream_at_temperature_zero(client: openai.OpenAI) -> None:
+    for model in (GEMMA, SMOLLM2):
+        whole = client.chat.completions.create(model=model, messages=HELLO, max_tokens=24, temperature=0)  # type: ignore[arg-type]
+        chunks = list(
+            client.chat.completions.create(model=model, messages=HELLO, max_tokens=24, temperature=0, stream=True)  # type: ignore[arg-type]
+        )
+        assert chunks[0].choices[0].delta.role == "assistant"
+        assert all(chunk.id == chunks[0].id and chunk.object == "chat.completion.chunk" for chunk in chunks)
+        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+        assert streamed == whole.choices[0].message.content
+        assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+
+
+def test_stream_framing_and_include_usage(http: httpx.Client) -> None:
+    body = {"model": SMOLLM2, "messages": HELLO, "max_tokens": 6, "stream": True, "stream_options": {"include_usage": True}}
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(response)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert all(chunk["usage"] is None for chunk in chunks[:-1])  # type: ignore[index]
+    last = chunks[-1]
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] == 6  # type: ignore[index]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}  # type: ignore[index]
+    assert chunks[-2]["choices"][0]["finish_reason"] == "length"  # type: ignore[index]
+
+
+def test_without_include_usage_chunks_carry_no_usage_key(http: httpx.Client) -> None:
+    with http.stream("POST", "/v1/chat/completions", json={"model": SMOLLM2, "messages": HELLO, "max_tokens": 3, "stream": True}) as response:
+        chunks = sse_events(response)[:-1]
+    assert all("usage" not in chunk for chunk in chunks)  # type: ignore[operator]
+
+
+def test_max_completion_tokens_alone_bounds_the_answer(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(model=SMOLLM2, messages=HELLO, max_completion_tokens=5)  # type: ignore[arg-type]
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.usage is not None and completion.usage.completion_tokens == 5
+
+
+def test_smollm2_ends_its_turn_with_stop(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model=SMOLLM2, messages=[{"role": "user", "content": "Say hi."}], max_tokens=200, temperature=0
+    )
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.choices[0].message.content
+    assert "<|im_end|>" not in (completion.choices[0].message.content or "")
+
+
+def test_n_gives_n_choices(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(model=SMOLLM2, messages=HELLO, max_tokens=4, n=3, seed=7)  # type: ignore[arg-type]
+    assert [choice.index for choice in completion.choices] == [0, 1, 2]
+    assert completion.usage is not None and completion.usage.completion_tokens == 12
+    streamed = list(client.chat.completions.create(model=SMOLLM2, messages=HELLO, max_tokens=4, n=2, seed=7, stream=True))  # type: ignore[arg-type]
+    texts = {index: "".join(c.choices[0].delta.content or "" for c in streamed if c.choices and c.choices[0].index == index) for index in (0, 1)}
+    assert texts == {0: completion.choices[0].message.content, 1: completion.choices[1].message.content}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_string_ends_the_choice_and_is_reported(client: openai.OpenAI, stream: bool) -> None:
+    free = client.chat.completions.create(model=SMOLLM2, messages=HELLO, max_tokens=24, temperature=0).choices[0].message.content  # type: ignore[arg-type]
+    assert free and len(free) > 12
+    stop = free[8:11]
+    expected = free[: free.index(stop)]
+    if stream:
+        chunks = list(client.chat.completions.create(model=SMOLLM2, messages=HELLO, max_tokens=24, temperature=0, stop=[stop], stream=True))  # type: ignore[arg-type]
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+        finish_reason = chunks[-1].choices[0].finish_reason
+        stop_reason = chunks[-1].choices[0].model_extra["stop_reason"]  # type: ignore[index]
+    else:
+        choice = client.chat.completions.create(model=SMOLLM2, messages=HELLO, max_tokens=24, temperature=0, stop=stop).choices[0]  # type: ignore[arg-type]
+        text, finish_reason, stop_reason = choice.message.content, choice.finish_reason, choice.model_extra["stop_reason"]  # type: ignore[index]
+    assert text == expected
+    assert finish_reason == "stop"
+    assert stop_reason == stop
+
+
+def test_same_seed_same_text(client: openai.OpenAI) -> None:
+    def sample(seed: int) -> str | None:
+        return client.chat.completions.create(model=GEMMA, messages=HELLO, max_tokens=16, temperature=1.0, seed=seed).choices[0].message.content  # type: ignore[arg-type]
+
+    first = sample(1234)
+    assert sample(1234) == first
+    assert any(sample(seed) != first for seed in (1, 2, 3))
+
+
+def test_sampling_parameters_are_accepted(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model=GEMMA, messages=HELLO, max_tokens=4, temperature=0.7, top_p=0.9, presence_penalty=0.5,
+        frequency_penalty=0.5, extra_body={"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1},  # type: ignore[arg-type]
+    )
+    assert completion.usage is not None and completion.usage.completion_tokens == 4
+
+
+def test_earlier_turns_with_null_tool_calls_are_accepted(http: httpx.Client) -> None:
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello", "tool_calls": None},
+        {"role": "user", "content": [{"type": "text", "text": "and now?"}]},
+    ]
+    response = http.post("/v1/chat/completions", json={"model": GEMMA, "messages": messages, "max_tokens": 3})
+    assert response.status_code == 200, response.text

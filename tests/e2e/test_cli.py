@@ -1,0 +1,50 @@
+"""The `faisca` command as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def faisca(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "faisca.cli.main", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_models_prints_a_table_of_cards() -> None:
+    result = faisca("models")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["ID", "NAME", "VERSION"]
+    table = "\n".join(lines)
+    for model_id in ("google-gemma-3-270m", "huggingfacetb-smollm2-135m-instruct",
+                     "ista-daslab-gemma-3-27b-it-gptq-4b-128g", "casperhansen-mistral-small-24b-instruct-2501-awq"):
+        assert model_id in table
+    assert "not configured" in table and "embedded" in table
+
+
+def test_show_prints_one_card() -> None:
+    result = faisca("show", "ISTA-DASLab/gemma-3-27b-it-GPTQ-4b-128g")
+    assert result.returncode == 0
+    assert "131072 tokens" in result.stdout and "text+image" in result.stdout
+
+
+def test_show_schema_prints_json() -> None:
+    result = faisca("show", "gemma3:270m", "--schema")
+    assert result.returncode == 0 and '"$schema"' in result.stdout
+
+
+def test_unknown_model_is_one_clear_line() -> None:
+    result = faisca("show", "no-such-model")
+    assert result.returncode == 2
+    assert result.stderr.startswith("faisca: ") and "Traceback" not in result.stderr
+
+
+def test_serving_a_model_without_weights_fails_fast_and_clearly() -> None:
+    result = faisca("serve", "--model", "gemma3:27b", "--port", "1")
+    assert result.returncode == 2
+    assert "--weights" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_texts() -> None:
+    assert "--ctx-size" in faisca("serve", "--help").stdout
+    assert "serve" in faisca("--help").stdout
