@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from faisca.api.openai.convert import to_chat_request, to_chunks, without_null_message_fields
+from faisca.catalog import Catalog
+from faisca.types import ChatEnd, ChatEvent, ChoiceEnd, ImagePart, TextDelta, TextPart, Usage
+
+
+def test_wire_request_becomes_a_neutral_request(catalog: Catalog) -> None:
+    card = catalog.resolve("gemma3:27b")
+    body = {
+        "model": "gemma3:27b",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "what?"}, {"type": "image_url", "image_url": {"url": "https://x/y.jpg"}}]},
+        ],
+        "temperature": 0.2, "top_p": 0.9, "top_k": -1, "n": 2, "max_tokens": 50, "max_completion_tokens": 30,
+        "presence_penalty": 0.1, "frequency_penalty": 0.3, "stop": "END", "seed": 9, "logit_bias": None,
+    }
+    chat = to_chat_request(body, card)
+    assert chat.model_id == "ista-daslab-gemma-3-27b-it-gptq-4b-128g"
+    assert chat.messages[1].content == (TextPart("what?"), ImagePart("https://x/y.jpg"))
+    sampling = chat.sampling
+    assert (sampling.temperature, sampling.top_p, sampling.top_k, sampling.max_tokens, sampling.stop, sampling.seed) == (
+        0.2, 0.9, 0, 30, ("END",), 9)
+    assert (sampling.presence_penalty, sampling.frequency_penalty) == (0.1, 0.3)
+    assert chat.num_choices == 2
+
+
+def test_nulls_mean_defaults(catalog: Catalog) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "temperature": None, "max_tokens": None, "stop": None, "n": None}
+    chat = to_chat_request(body, catalog.resolve("gemma3:270m"))
+    assert (chat.sampling.temperature, chat.sampling.max_tokens, chat.sampling.stop, chat.num_choices) == (1.0, None, (), 1)
+
+
+def test_null_and_empty_message_fields_are_dropped() -> None:
+    body = {"messages": [{"role": "assistant", "content": "x", "tool_calls": [], "name": None}, "junk"]}
+    assert without_null_message_fields(body)["messages"] == [{"role": "assistant", "content": "x"}, "junk"]
+
+
+async def _events() -> AsyncIterator[ChatEvent]:
+    for event in (TextDelta(0, "Hi"), ChoiceEnd(0, "stop", "END"), TextDelta(1, "Yo"), ChoiceEnd(1, "length"), ChatEnd(Usage(3, 4))):
+        yield event
+
+
+async def _chunks(include_usage: bool) -> list[dict]:
+    chunks = to_chunks(_events(), completion_id="chatcmpl-1", created=1, model="m", num_choices=2, include_usage=include_usage)
+    return [chunk.model_dump(mode="json") async for chunk in chunks]
+
+
+def test_chunks_open_each_choice_with_its_role_then_content_then_the_end() -> None:
+    chunks = asyncio.run(_chunks(include_usage=True))
+    deltas = [(c["choices"][0]["index"], c["choices"][0]["delta"], c["choices"][0]["finish_reason"]) for c in chunks if c["choices"]]
+    assert deltas == [
+        (0, {"role": "assistant", "content": ""}, None),
+        (1, {"role": "assistant", "content": ""}, None),
+        (0, {"content": "Hi"}, None),
+        (0, {}, "stop"),
+        (1, {"content": "Yo"}, None),
+        (1, {}, "length"),
+    ]
+    assert chunks[3]["choices"][0]["stop_reason"] == "END"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 7
+
+
+def test_no_usage_chunk_unless_asked() -> None:
+    assert all(chunk["choices"] for chunk in asyncio.run(_chunks(include_usage=False)))
