@@ -1,0 +1,140 @@
+"""What serving costs over the bare engine, for one stream: faisca vs. llama.cpp in process vs. llama_cpp.server.
+
+Not a test. Prints decode tok/s and time to first token for:
+  engine   faisca's LlamaCppEngine called in process (no HTTP, no event loop in the way),
+  faisca   `faisca serve`, streamed over HTTP with the official openai client,
+  peer     `python -m llama_cpp.server` on the same GGUF, threads and context (needs `pip install
+           'llama-cpp-python[server]'` in the same venv), streamed the same way,
+and the ratios faisca/engine (the cost of the HTTP event loop beside the engine) and faisca/peer.
+Greedy decoding on the same prompt, so every contestant decodes the same tokens.
+
+    .venv/bin/python bench/single_stream.py [--threads 2] [--tokens 128] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from openai import OpenAI
+
+from faisca.catalog import Catalog
+from faisca.engine.base import TokenOut
+from faisca.engine.llama_cpp import LlamaCppEngine
+from faisca.engine.weights import resolve_gguf
+from faisca.types import SamplingParams
+
+PROMPT = ("The history of the printing press begins in the fifteenth century, when Johannes Gutenberg "
+          "combined movable metal type, oil-based ink and a wooden press adapted from wine making. ")
+CONTEXT_TOKENS = 2048
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def measure_engine(gguf: Path, threads: int, num_tokens: int) -> tuple[float, float, int]:
+    engine = LlamaCppEngine.load(gguf, name="bench", max_context_tokens=CONTEXT_TOKENS, num_threads=threads)
+    prompt = engine.tokenize(f"<bos><start_of_turn>user\n{PROMPT}<end_of_turn>\n<start_of_turn>model\n")
+
+    async def run() -> tuple[float, float, int]:
+        started = time.perf_counter()
+        stamps = []
+        async for event in engine.generate(prompt, SamplingParams(temperature=0.0), num_tokens):
+            if isinstance(event, TokenOut):
+                stamps.append(time.perf_counter())
+        return stamps[0] - started, (len(stamps) - 1) / (stamps[-1] - stamps[0]), len(stamps)
+
+    try:
+        asyncio.run(run())  # warm-up
+        return asyncio.run(run())
+    finally:
+        asyncio.run(engine.close())
+
+
+def measure_http(base_url: str, model: str, num_tokens: int) -> tuple[float, float, int]:
+    client = OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+    started = time.perf_counter()
+    stamps = []
+    for chunk in client.chat.completions.create(model=model, stream=True, temperature=0, max_tokens=num_tokens,
+                                                messages=[{"role": "user", "content": PROMPT}]):
+        if chunk.choices and chunk.choices[0].delta.content:
+            stamps.append(time.perf_counter())
+    return stamps[0] - started, (len(stamps) - 1) / (stamps[-1] - stamps[0]), len(stamps)
+
+
+def start(command: list[str], health_url: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(health_url, timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError(f"{command[0]} did not start")
+
+
+def best_of(runs: int, measure) -> tuple[float, float, int]:  # noqa: ANN001
+    results = [measure() for _ in range(runs)]
+    return min(r[0] for r in results), statistics.median(r[1] for r in results), results[0][2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    gguf = resolve_gguf(Catalog.from_dirs().resolve("gemma3:270m"))
+    rows: dict[str, tuple[float, float, int]] = {}
+
+    rows["engine"] = best_of(args.runs, lambda: measure_engine(gguf, args.threads, args.tokens))
+
+    port = free_port()
+    faisca = start([sys.executable, "-m", "faisca.cli.main", "serve", "--port", str(port), "--threads", str(args.threads),
+                    "--ctx-size", str(CONTEXT_TOKENS)], f"http://127.0.0.1:{port}/health")
+    try:
+        measure_http(f"http://127.0.0.1:{port}", "gemma3:270m", 8)  # warm-up
+        rows["faisca"] = best_of(args.runs, lambda: measure_http(f"http://127.0.0.1:{port}", "gemma3:270m", args.tokens))
+    finally:
+        faisca.terminate()
+        faisca.wait()
+
+    port = free_port()
+    try:
+        peer = start([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--n_threads", str(args.threads),
+                      "--n_ctx", str(CONTEXT_TOKENS), "--port", str(port), "--chat_format", "gemma"],
+                     f"http://127.0.0.1:{port}/v1/models")
+    except (RuntimeError, FileNotFoundError) as exc:
+        print(f"peer skipped: {exc} (pip install 'llama-cpp-python[server]')")
+    else:
+        try:
+            measure_http(f"http://127.0.0.1:{port}", "gemma", 8)
+            rows["peer"] = best_of(args.runs, lambda: measure_http(f"http://127.0.0.1:{port}", "gemma", args.tokens))
+        finally:
+            peer.terminate()
+            peer.wait()
+
+    print(f"Gemma 3 270M Q4_K_M, {args.threads} threads, {args.tokens} tokens greedy, median of {args.runs}")
+    print(f"{'':8} {'decode tok/s':>12} {'TTFT ms':>8} {'tokens':>6}")
+    for name, (ttft_s, tok_per_s, num_tokens) in rows.items():
+        print(f"{name:8} {tok_per_s:12.1f} {ttft_s * 1000:8.0f} {num_tokens:6d}")
+    print(f"faisca/engine decode ratio: {rows['faisca'][1] / rows['engine'][1]:.3f}")
+    if "peer" in rows:
+        print(f"faisca/peer decode ratio:   {rows['faisca'][1] / rows['peer'][1]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
