@@ -3,8 +3,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import pytest
+
 from faisca.api.openai.convert import to_chat_request, to_chunks, without_null_message_fields
 from faisca.catalog import Catalog
+from faisca.errors import UnsupportedCapability
 from faisca.types import ChatEnd, ChatEvent, ChoiceEnd, ImagePart, TextDelta, TextPart, Usage
 
 
@@ -67,3 +70,23 @@ def test_chunks_open_each_choice_with_its_role_then_content_then_the_end() -> No
 
 def test_no_usage_chunk_unless_asked() -> None:
     assert all(chunk["choices"] for chunk in asyncio.run(_chunks(include_usage=False)))
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"logprobs": True}, "logprobs"),
+    ],
+)
+def test_features_not_implemented_yet_are_refused_not_ignored(catalog: Catalog, extra: dict, param: str) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], **extra}
+    with pytest.raises(UnsupportedCapability) as caught:
+        to_chat_request(body, catalog.resolve("casperhansen/mistral-small-24b-instruct-2501-awq"))
+    assert caught.value.param == param
+
+
+def test_disabled_features_pass(catalog: Catalog) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "tools": [], "response_format": {"type": "text"}, "logprobs": False}
+    assert to_chat_request(body, catalog.resolve("gemma3:270m")).num_choices == 1

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from faisca.engine.base import EngineEvent, ModelTokens, PromptAccepted, TokenOut
@@ -34,6 +35,17 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class _Generation:
+    """One generation handed to the engine thread; `emit` sends its events back to the event loop."""
+
+    prompt_tokens: list[int]
+    sampling: SamplingParams
+    max_new_tokens: int
+    is_cancelled: threading.Event
+    emit: Callable[[object], None]
 
 
 class IncrementalDetokenizer:
@@ -114,7 +126,7 @@ class LlamaCppEngine:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
         job = loop.run_in_executor(
-            self._worker, self._run, list(prompt_tokens), sampling, max_new_tokens, is_cancelled, emit
+            self._worker, self._run, _Generation(list(prompt_tokens), sampling, max_new_tokens, is_cancelled, emit)
         )
         try:
             while (event := await events.get()) is not _END_OF_STREAM:
@@ -126,31 +138,19 @@ class LlamaCppEngine:
             # The worker notices within one token; a cancelled caller does not wait for it.
             job.add_done_callback(lambda _: None)
 
-    def _run(
-        self,
-        prompt_tokens: list[int],
-        sampling: SamplingParams,
-        max_new_tokens: int,
-        is_cancelled: threading.Event,
-        emit: Callable[[object], None],
-    ) -> None:
+    def _run(self, generation: _Generation) -> None:
         try:
-            if not is_cancelled.is_set():
-                self._generate_blocking(prompt_tokens, sampling, max_new_tokens, is_cancelled, emit)
+            if not generation.is_cancelled.is_set():
+                self._generate_blocking(generation)
         except Exception as exc:  # handed to the caller, raised there as EngineError
             logger.exception("generation failed")
-            emit(exc)
+            generation.emit(exc)
         finally:
-            emit(_END_OF_STREAM)
+            generation.emit(_END_OF_STREAM)
 
-    def _generate_blocking(
-        self,
-        prompt_tokens: list[int],
-        sampling: SamplingParams,
-        max_new_tokens: int,
-        is_cancelled: threading.Event,
-        emit: Callable[[object], None],
-    ) -> None:
+    def _generate_blocking(self, generation: _Generation) -> None:
+        prompt_tokens, sampling, max_new_tokens = generation.prompt_tokens, generation.sampling, generation.max_new_tokens
+        is_cancelled, emit = generation.is_cancelled, generation.emit
         llama = self._llama
         llama.set_seed(sampling.seed if sampling.seed is not None else random.randrange(2**31))  # type: ignore[attr-defined]
         # llama-cpp-python reuses a matching prefix of the last prompt where the KV cache allows; it does not say

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from faisca.catalog import ModelCard
+from faisca.errors import UnsupportedCapability
 from faisca.service import ChatResult
 from faisca.types import (
     ChatEnd,
@@ -40,7 +41,7 @@ KNOWN_FIELDS = frozenset(
     {
         "model", "messages", "temperature", "top_p", "top_k", "min_p", "n", "stream", "stream_options",
         "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty",
-        "stop", "seed", "user",
+        "stop", "seed", "user", "tools", "response_format", "logprobs", "top_logprobs",
     }
 )
 
@@ -95,8 +96,22 @@ def _or_default(body: Mapping[str, Any], key: str, default: Any) -> Any:
     return default if value is None else value
 
 
+def _refuse_unimplemented(body: Mapping[str, Any], card: ModelCard) -> None:
+    """Features a client would silently lose are refused instead, until faisca implements them."""
+    if body.get("tools"):
+        raise UnsupportedCapability(f"tools: tool calling is not implemented yet for `{card.id}`.", param="tools")
+    response_format = body.get("response_format")
+    if isinstance(response_format, Mapping) and response_format.get("type") not in (None, "text"):
+        raise UnsupportedCapability(
+            f"response_format: `{response_format.get('type')}` is not implemented yet; only `text`.", param="response_format"
+        )
+    if body.get("logprobs") or body.get("top_logprobs"):
+        raise UnsupportedCapability("logprobs: token log probabilities are not implemented yet.", param="logprobs")
+
+
 def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
     """A body that passed the card's schema, as a neutral `ChatRequest`."""
+    _refuse_unimplemented(body, card)
     if unknown := sorted(set(body) - KNOWN_FIELDS):
         logger.info("ignoring request fields faisca does not use: %s", ", ".join(unknown))
     top_k = _or_default(body, "top_k", 0)
