@@ -63,6 +63,8 @@ class SamplingParams:
     seed: int | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
+    # (token id, bias added to its logit); -100 bans a token, +100 all but forces it (OpenAI's logit_bias)
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
