@@ -14,7 +14,11 @@ class Settings:
     port: int = 8080
     model_ids: tuple[str, ...] = (DEFAULT_MODEL_ID,)
     num_threads: int | None = None  # None: the cores this process may use
-    max_context_tokens: int = 8192  # per model, capped by the model's own context length
+    max_context_tokens: int = 8192  # per sequence, capped by the model's own context length
+    kv_cache_tokens: int | None = None  # per model, shared by its sequences; None: max_context_tokens
+    max_num_seqs: int = 8  # sequences generating at once, per model
+    max_queue: int = 64  # requests waiting beyond those, per model; more get 503 + Retry-After
+    max_batch_tokens: int = 512  # tokens per llama_decode step (prompt chunks + one per decoding sequence)
     api_key: str | None = None
     max_body_bytes: int = 32 * 1024 * 1024
     weights_paths: tuple[tuple[str, Path], ...] = ()  # (model id, GGUF path) from --weights

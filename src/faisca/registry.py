@@ -80,6 +80,9 @@ class ModelRegistry:
                 self._failed[card.id] = ModelUnavailable(f"The model `{card.id}` failed to load: {exc}")
         self._is_loading = False
 
+    def ready_models(self) -> list[ServedModel]:
+        return list(self._ready.values())
+
     def max_context_tokens(self, card: ModelCard) -> int:
         """The context a request to `card` gets here: the loaded engine's, else the card's own."""
         served = self._ready.get(card.id)

@@ -7,15 +7,20 @@ status code) and returns the event stream; the non-streaming answer is `fold_cha
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from faisca.catalog import ModelCard
 from faisca.chat.stops import StopMatcher
 from faisca.engine.base import PromptAccepted
-from faisca.errors import ContextLengthExceeded, UnsupportedCapability
+from faisca.errors import ContextLengthExceeded, InvalidRequest, UnsupportedCapability
+from faisca.metrics import Metrics
 from faisca.registry import ModelRegistry, ServedModel
-from faisca.types import ChatEnd, ChatEvent, ChatRequest, ChoiceEnd, FinishReason, ImagePart, TextDelta, Usage
+from faisca.scheduler.admission import Admission, AdmissionLimits, AdmittedStream
+from faisca.types import (
+    ChatEnd, ChatEvent, ChatRequest, ChoiceEnd, FinishReason, ImagePart, SamplingParams, TextDelta, Usage,
+)
 
 
 def check_capabilities(card: ModelCard, request: ChatRequest) -> None:
@@ -29,6 +34,13 @@ def check_capabilities(card: ModelCard, request: ChatRequest) -> None:
                         f"The model `{card.id}` takes text only; it cannot read images.",
                         param=f"messages.{message_index}.content.{part_index}",
                     )
+
+
+def check_logit_bias(sampling: SamplingParams, vocab_size: int) -> None:
+    for token, _ in sampling.logit_bias:
+        if token >= vocab_size:
+            raise InvalidRequest(f"logit_bias: token {token} is not in this model's vocabulary of {vocab_size}.",
+                                 param="logit_bias")
 
 
 def max_new_tokens_for(num_prompt_tokens: int, requested_max_tokens: int | None, max_context_tokens: int) -> int:
@@ -53,23 +65,36 @@ def max_new_tokens_for(num_prompt_tokens: int, requested_max_tokens: int | None,
 
 
 class ChatService:
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, *, limits: AdmissionLimits | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.registry = registry
         self.catalog = registry.catalog
+        self.metrics = metrics or Metrics()
+        self._limits = limits or AdmissionLimits()
+        self._admissions: dict[str, Admission] = {}
+
+    def _admission(self, card: ModelCard) -> Admission:
+        return self._admissions.setdefault(card.id, Admission(card.id, self._limits))
 
     async def start_chat(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         card = self.catalog.resolve(request.model_id)
         check_capabilities(card, request)
         served = self.registry.get(card)
+        check_logit_bias(request.sampling, served.engine.vocab_size)
         prompt_tokens = served.engine.tokenize(served.template.render(request.messages))
         max_new_tokens = max_new_tokens_for(
             len(prompt_tokens), request.sampling.max_tokens, served.engine.max_context_tokens
         )
-        return self._generate(served, request, prompt_tokens, max_new_tokens)
+        ticket = self._admission(card).enter()
+        return AdmittedStream(self._generate(served, request, prompt_tokens, max_new_tokens), ticket)
 
     async def _generate(
         self, served: ServedModel, request: ChatRequest, prompt_tokens: list[int], max_new_tokens: int
     ) -> AsyncIterator[ChatEvent]:
+        model = served.card.id
+        time_to_first_token_s = self.metrics.time_to_first_token_s.labels(model)
+        time_per_output_token_s = self.metrics.time_per_output_token_s.labels(model)
+        last_token_at_s = time.perf_counter()
         num_completion_tokens = 0
         num_cached_tokens = 0
         for choice_index in range(request.num_choices):
@@ -85,6 +110,10 @@ class ChatService:
                     if isinstance(event, PromptAccepted):
                         num_cached_tokens = max(num_cached_tokens, event.num_cached_tokens)
                         continue
+                    now_s = time.perf_counter()
+                    latency_s = time_per_output_token_s if num_completion_tokens else time_to_first_token_s
+                    latency_s.observe(now_s - last_token_at_s)
+                    last_token_at_s = now_s
                     num_completion_tokens += 1
                     text, stop_reason = stops.feed(event.text)
                     if text:
@@ -97,6 +126,8 @@ class ChatService:
             if stop_reason is None and (rest := stops.flush()):
                 yield TextDelta(choice_index, rest)
             yield ChoiceEnd(choice_index, finish_reason, stop_reason)
+        self.metrics.prompt_tokens.labels(model).inc(len(prompt_tokens))
+        self.metrics.generation_tokens.labels(model).inc(num_completion_tokens)
         yield ChatEnd(Usage(len(prompt_tokens), num_completion_tokens, num_cached_tokens))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-from faisca.engine.base import EngineEvent, ModelTokens, PromptAccepted, TokenOut
+from faisca.engine.base import EngineEvent, EngineStats, ModelTokens, PromptAccepted, TokenOut
 from faisca.errors import EngineError
 from faisca.types import SamplingParams
 
@@ -24,6 +24,8 @@ class ScriptedEngine:
         self.num_closed_streams = 0
 
     max_context_tokens = 64
+    vocab_size = 100
+    stats = EngineStats(0, 0)
     tokens = ModelTokens(bos_text="<s>", eos_text="</s>")
 
     @property

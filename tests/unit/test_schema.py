@@ -56,6 +56,11 @@ def with_additions(seed: dict[str, Any], *, tools: bool) -> dict[str, Any]:
         "min_p": {"type": "number", "minimum": 0, "maximum": 1},
         "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 2},
         "user": {"type": "string"},
+        "logit_bias": {
+            "type": "object",
+            "propertyNames": {"pattern": "^[0-9]{1,9}$"},
+            "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+        },
     }
     for name, field in properties.items():
         if name != "messages":

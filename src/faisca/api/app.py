@@ -7,20 +7,48 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faisca import __version__
 from faisca.api.errors import error_response, install_error_handlers
 from faisca.api.openai.routes import build_router as build_openai_router
 from faisca.config import Settings
 from faisca.errors import NotReady
+from faisca.metrics import Metrics
 from faisca.registry import ModelRegistry
+from faisca.scheduler.admission import AdmissionLimits
 from faisca.service import ChatService
 
 
+class _CountResponses:
+    """Counts responses by status. Plain ASGI: Starlette's BaseHTTPMiddleware would hide client disconnects."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/metrics":
+            return await self._app(scope, receive, send)
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self._metrics.requests.labels(str(message["status"])).inc()
+            await send(message)
+
+        await self._app(scope, receive, counting_send)
+
+
 def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
-    service = ChatService(registry)
+    metrics = Metrics(lambda: {
+        served.card.id: (served.engine.stats.num_running, served.engine.stats.num_waiting)
+        for served in registry.ready_models()
+    })
+    limits = AdmissionLimits(max_running=settings.max_num_seqs, max_waiting=settings.max_queue)
+    service = ChatService(registry, limits=limits, metrics=metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -34,6 +62,12 @@ def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
     app = FastAPI(title="faisca", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(build_openai_router(service, settings, started_at=int(time.time())))
+
+    app.add_middleware(_CountResponses, metrics=metrics)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health", response_model=None)
     async def health() -> JSONResponse:

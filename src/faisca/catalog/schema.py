@@ -46,6 +46,11 @@ def _properties(card: ModelCard) -> Schema:
         "min_p": {"type": "number", "minimum": 0, "maximum": 1},
         "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 2},
         "user": {"type": "string"},
+        "logit_bias": {
+            "type": "object",
+            "propertyNames": {"pattern": "^[0-9]{1,9}$"},
+            "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+        },
     }
     if card.tool_calling:
         optional["tools"] = {"type": "array", "items": _ref("ToolDefinition")}

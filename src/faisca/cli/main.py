@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="llama.cpp threads (default: the cores this process may use)")
     serve.add_argument("--ctx-size", type=int, default=8192, metavar="TOKENS",
                        help="context per model, capped by the model's own (default: %(default)s)")
+    serve.add_argument("--max-num-seqs", type=int, default=8, metavar="N",
+                       help="sequences generating at once per model, batched together (default: %(default)s)")
+    serve.add_argument("--max-queue", type=int, default=64, metavar="M",
+                       help="requests waiting beyond those per model; more are answered 503 with Retry-After "
+                            "(default: %(default)s)")
+    serve.add_argument("--max-batch-tokens", type=int, default=512, metavar="TOKENS",
+                       help="tokens per decoding step: long prompts are fed in chunks of this (default: %(default)s)")
+    serve.add_argument("--kv-cache-tokens", type=int, default=None, metavar="TOKENS",
+                       help="KV cache per model, shared by its sequences (default: --ctx-size)")
     serve.add_argument("--api-key", default=None, metavar="KEY",
                        help="require `Authorization: Bearer KEY` on /v1 (default: no key)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -107,7 +116,9 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
         catalog = catalog.with_weights_path(model_id, path)
     settings = Settings(
         host=args.host, port=args.port, model_ids=tuple(args.models or (DEFAULT_MODEL_ID,)),
-        num_threads=args.threads, max_context_tokens=args.ctx_size, api_key=args.api_key,
+        num_threads=args.threads, max_context_tokens=args.ctx_size, kv_cache_tokens=args.kv_cache_tokens,
+        max_num_seqs=args.max_num_seqs, max_queue=args.max_queue, max_batch_tokens=args.max_batch_tokens,
+        api_key=args.api_key,
         weights_paths=tuple(args.weights), cards_dirs=tuple(args.cards_dir),
     )
     for model_id in settings.model_ids:
@@ -115,8 +126,7 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
         if card.runtime.weights is None:
             raise FaiscaError(missing_weights_message(card))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    loader = engine_loader(num_threads=settings.num_threads or available_cores(),
-                           max_context_tokens=settings.max_context_tokens)
+    loader = engine_loader(settings, num_threads=settings.num_threads or available_cores())
     registry = ModelRegistry(catalog, settings.model_ids, loader)
     app = create_app(settings, registry)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)

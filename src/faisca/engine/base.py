@@ -33,6 +33,12 @@ EngineEvent: TypeAlias = PromptAccepted | TokenOut
 
 
 @dataclass(frozen=True)
+class EngineStats:
+    num_running: int
+    num_waiting: int
+
+
+@dataclass(frozen=True)
 class ModelTokens:
     """Token texts a chat template needs."""
 
@@ -51,6 +57,12 @@ class Engine(Protocol):
     def chat_template_source(self) -> str | None:
         """The chat template the weights carry, if any."""
         ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def stats(self) -> EngineStats: ...
 
     def tokenize(self, prompt: str) -> list[int]:
         """Tokens of a rendered prompt: special tokens in the text are parsed; BOS added only if the model wants one

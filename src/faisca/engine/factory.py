@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from faisca.catalog import ModelCard
+from faisca.config import Settings
 from faisca.engine.base import Engine
 from faisca.engine.weights import resolve_gguf
 from faisca.registry import EngineLoader
 
 
-def engine_loader(*, num_threads: int, max_context_tokens: int) -> EngineLoader:
+def engine_loader(settings: Settings, *, num_threads: int) -> EngineLoader:
     def load(card: ModelCard) -> Engine:
         match card.runtime.engine:
             case "llama_cpp":
@@ -17,8 +18,11 @@ def engine_loader(*, num_threads: int, max_context_tokens: int) -> EngineLoader:
                 return LlamaCppEngine.load(
                     resolve_gguf(card),
                     name=card.id,
-                    max_context_tokens=min(card.context_length, max_context_tokens),
+                    max_context_tokens=min(card.context_length, settings.max_context_tokens),
                     num_threads=num_threads,
+                    max_num_seqs=settings.max_num_seqs,
+                    max_batch_tokens=settings.max_batch_tokens,
+                    kv_cache_tokens=settings.kv_cache_tokens,
                 )
         raise AssertionError(f"unknown engine {card.runtime.engine!r}")
 

@@ -1,27 +1,41 @@
-"""llama.cpp through llama-cpp-python, in process: one context, one engine thread, one request at a time.
+"""llama.cpp through llama-cpp-python's low-level API, with continuous batching.
 
-Generations run on a single worker thread, in order; the event loop only receives their tokens
-(`call_soon_threadsafe`), so it never competes with llama.cpp's own thread pool for the cores.
-The batching engine (continuous batching over several sequences) replaces this one later behind
-the same `Engine` interface.
+One context holds up to `max_num_seqs` sequences in one unified KV cache. One engine thread runs the loop
+
+    drain commands → schedule (a pure policy) → one llama_decode over a batch holding one token per decoding
+    sequence plus prompt chunks of prefilling ones → sample each sequence's next token (numpy, from the
+    logits row read zero-copy) → hand the tokens to each request's asyncio queue
+
+and sleeps on its command queue when idle (no spinning beside llama.cpp's own threads). The asyncio side only
+enqueues, receives tokens (`call_soon_threadsafe`) and aborts. Finished sequences leave their tokens in their
+KV slot: a later prompt sharing a prefix with any slot (a system prompt, an earlier turn) starts from there
+(`llama_memory_seq_cp` on a unified cache is metadata-only) and reports those tokens as cached.
+When the KV cache is full, cached slots are dropped first, then the newest sequence is preempted and later
+recomputed (its emitted tokens stay emitted).
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import dataclasses
+import itertools
 import logging
 import os
-import random
+import queue
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from faisca.engine.base import EngineEvent, ModelTokens, PromptAccepted, TokenOut
+import numpy as np
+
+from faisca.engine.base import EngineEvent, EngineStats, ModelTokens, PromptAccepted, TokenOut
+from faisca.engine.sampling import TokenSampler
 from faisca.errors import EngineError
+from faisca.scheduler import SchedulerConfig, SequenceView, choose_preemption_victim, schedule
 from faisca.types import SamplingParams
 
 logger = logging.getLogger("faisca.engine")
@@ -35,17 +49,6 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-@dataclass(frozen=True)
-class _Generation:
-    """One generation handed to the engine thread; `emit` sends its events back to the event loop."""
-
-    prompt_tokens: list[int]
-    sampling: SamplingParams
-    max_new_tokens: int
-    is_cancelled: threading.Event
-    emit: Callable[[object], None]
 
 
 class IncrementalDetokenizer:
@@ -64,41 +67,125 @@ class IncrementalDetokenizer:
         return self._decoder.decode(b"", final=True)
 
 
+@dataclass(eq=False)
+class _Sequence:
+    """One generation, owned by the engine thread once submitted."""
+
+    request_id: int
+    tokens: list[int]  # prompt, then generated
+    num_prompt_tokens: int
+    max_new_tokens: int
+    sampler: TokenSampler
+    detokenizer: IncrementalDetokenizer
+    emit: Callable[[object], None]
+    slot: int = -1
+    num_computed: int = 0  # tokens whose KV is in the cache
+    was_started: bool = False
+
+    @property
+    def num_generated(self) -> int:
+        return len(self.tokens) - self.num_prompt_tokens
+
+    def view(self) -> SequenceView:
+        return SequenceView(self.request_id, len(self.tokens) - self.num_computed)
+
+
+def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class _KvSlots:
+    """Which KV sequence slot is free, and which tokens each free slot still holds (for prefix reuse)."""
+
+    num_slots: int
+    cached: dict[int, list[int]] = field(default_factory=dict)  # free slot -> tokens its KV holds
+    free_order: deque[int] = field(default_factory=deque)  # least recently freed first
+
+    def __post_init__(self) -> None:
+        self.free_order.extend(range(self.num_slots))
+
+
 class LlamaCppEngine:
-    def __init__(self, llama: object, *, name: str) -> None:
+    def __init__(self, model: object, context: object, *, name: str, max_context_tokens: int,
+                 scheduler: SchedulerConfig) -> None:
         import llama_cpp
 
-        self._llama = llama
-        self._vocab = llama._model.vocab  # type: ignore[attr-defined]
-        self._is_eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{name}")
-        model = llama._model  # type: ignore[attr-defined]
+        self._lib = llama_cpp
+        self._model = model
+        self._context = context
+        self._ctx = context.ctx  # type: ignore[attr-defined]
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._vocab = model.vocab  # type: ignore[attr-defined]
+        self._num_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self._scheduler = scheduler
+        self._batch = llama_cpp.llama_batch_init(scheduler.max_batch_tokens, 0, 1)
+        self._max_context_tokens = max_context_tokens
+        bos, eos = model.token_bos(), model.token_eos()  # type: ignore[attr-defined]
         self._tokens = ModelTokens(
-            bos_text=model.token_get_text(model.token_bos()) if model.token_bos() >= 0 else "",
-            eos_text=model.token_get_text(model.token_eos()) if model.token_eos() >= 0 else "",
+            bos_text=model.token_get_text(bos) if bos >= 0 else "",  # type: ignore[attr-defined]
+            eos_text=model.token_get_text(eos) if eos >= 0 else "",  # type: ignore[attr-defined]
         )
-        self._add_bos = model.add_bos_token() and model.token_bos() >= 0
+        self._bos = bos
+        self._add_bos = bool(model.add_bos_token()) and bos >= 0  # type: ignore[attr-defined]
+        self._chat_template = model.metadata().get("tokenizer.chat_template")  # type: ignore[attr-defined]
+        self._request_ids = itertools.count()
+        # engine-thread state
+        self._inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        self._waiting: deque[_Sequence] = deque()
+        self._running: dict[int, _Sequence] = {}  # admission order
+        self._slots = _KvSlots(scheduler.max_num_seqs)
+        # After a preemption, no more sequences run than did then, until one finishes (else the preempted one
+        # would be let in again at once, and preempted again).
+        self._max_running_under_pressure: int | None = None
+        self._stats = EngineStats(0, 0)
+        self._thread = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
+        self._thread.start()
 
     @classmethod
-    def load(cls, gguf_path: Path, *, name: str, max_context_tokens: int, num_threads: int) -> LlamaCppEngine:
-        """Load the weights (blocking: call it off the event loop)."""
-        from llama_cpp import Llama
+    def load(
+        cls,
+        gguf_path: Path,
+        *,
+        name: str,
+        max_context_tokens: int,
+        num_threads: int,
+        max_num_seqs: int = 8,
+        max_batch_tokens: int = 512,
+        kv_cache_tokens: int | None = None,
+    ) -> LlamaCppEngine:
+        """Load the weights and make the context (blocking: call it off the event loop)."""
+        import llama_cpp
+        from llama_cpp import _internals
 
         started_s = time.monotonic()
-        logger.info("loading %s from %s (context %d tokens, %d threads)", name, gguf_path, max_context_tokens, num_threads)
-        llama = Llama(
-            model_path=str(gguf_path),
-            n_ctx=max_context_tokens,
-            n_threads=num_threads,
-            n_threads_batch=num_threads,
-            verbose=False,
-        )
+        kv_cache_tokens = max(kv_cache_tokens or max_context_tokens, max_context_tokens)
+        logger.info("loading %s from %s (context %d tokens per sequence, KV cache %d tokens, %d sequences, %d threads)",
+                    name, gguf_path, max_context_tokens, kv_cache_tokens, max_num_seqs, num_threads)
+        model = _internals.LlamaModel(path_model=str(gguf_path), params=llama_cpp.llama_model_default_params(), verbose=False)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = kv_cache_tokens
+        params.n_batch = params.n_ubatch = max_batch_tokens
+        params.n_seq_max = max_num_seqs
+        params.n_threads = params.n_threads_batch = num_threads
+        params.kv_unified = True  # sequences share cells: prefix copies are metadata-only
+        params.swa_full = True  # sliding-window layers keep every cell, so prefixes can be reused
+        params.no_perf = True
+        context = _internals.LlamaContext(model=model, params=params, verbose=False)
         logger.info("loaded %s in %.1f s", name, time.monotonic() - started_s)
-        return cls(llama, name=name)
+        scheduler = SchedulerConfig(max_num_seqs=max_num_seqs, max_batch_tokens=max_batch_tokens)
+        return cls(model, context, name=name, max_context_tokens=max_context_tokens, scheduler=scheduler)
+
+    # --- the Engine interface (event-loop side)
 
     @property
     def max_context_tokens(self) -> int:
-        return int(self._llama.n_ctx())  # type: ignore[attr-defined]
+        return self._max_context_tokens
 
     @property
     def tokens(self) -> ModelTokens:
@@ -106,13 +193,20 @@ class LlamaCppEngine:
 
     @property
     def chat_template_source(self) -> str | None:
-        return self._llama.metadata.get("tokenizer.chat_template")  # type: ignore[attr-defined]
+        return self._chat_template
+
+    @property
+    def vocab_size(self) -> int:
+        return self._num_vocab
+
+    @property
+    def stats(self) -> EngineStats:
+        return self._stats
 
     def tokenize(self, prompt: str) -> list[int]:
-        tokens = self._llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)  # type: ignore[attr-defined]
-        bos = self._llama.token_bos()  # type: ignore[attr-defined]
-        if self._add_bos and (not tokens or tokens[0] != bos):
-            tokens.insert(0, bos)
+        tokens = self._model.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)  # type: ignore[attr-defined]
+        if self._add_bos and (not tokens or tokens[0] != self._bos):
+            tokens.insert(0, self._bos)
         return tokens
 
     async def generate(
@@ -120,66 +214,180 @@ class LlamaCppEngine:
     ) -> AsyncIterator[EngineEvent]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[object] = asyncio.Queue()
-        is_cancelled = threading.Event()
-
-        def emit(event: object) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
-        job = loop.run_in_executor(
-            self._worker, self._run, _Generation(list(prompt_tokens), sampling, max_new_tokens, is_cancelled, emit)
+        sequence = _Sequence(
+            request_id=next(self._request_ids),
+            tokens=list(prompt_tokens),
+            num_prompt_tokens=len(prompt_tokens),
+            max_new_tokens=max_new_tokens,
+            sampler=TokenSampler(sampling, prompt_tokens=prompt_tokens),
+            detokenizer=IncrementalDetokenizer(lambda token: self._model.detokenize([token], special=False)),  # type: ignore[attr-defined]
+            emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
         )
+        self._inbox.put(("add", sequence))
+        is_finished = False
         try:
             while (event := await events.get()) is not _END_OF_STREAM:
                 if isinstance(event, BaseException):
                     raise EngineError(f"generation failed: {event}") from event
                 yield event  # type: ignore[misc]
+            is_finished = True
         finally:
-            is_cancelled.set()
-            # The worker notices within one token; a cancelled caller does not wait for it.
-            job.add_done_callback(lambda _: None)
-
-    def _run(self, generation: _Generation) -> None:
-        try:
-            if not generation.is_cancelled.is_set():
-                self._generate_blocking(generation)
-        except Exception as exc:  # handed to the caller, raised there as EngineError
-            logger.exception("generation failed")
-            generation.emit(exc)
-        finally:
-            generation.emit(_END_OF_STREAM)
-
-    def _generate_blocking(self, generation: _Generation) -> None:
-        prompt_tokens, sampling, max_new_tokens = generation.prompt_tokens, generation.sampling, generation.max_new_tokens
-        is_cancelled, emit = generation.is_cancelled, generation.emit
-        llama = self._llama
-        llama.set_seed(sampling.seed if sampling.seed is not None else random.randrange(2**31))  # type: ignore[attr-defined]
-        # llama-cpp-python reuses a matching prefix of the last prompt where the KV cache allows; it does not say
-        # how much, so nothing is claimed here (the batching engine reports real prefix hits).
-        emit(PromptAccepted(num_cached_tokens=0))
-        detokenizer = IncrementalDetokenizer(lambda token: llama._model.detokenize([token], special=False))  # type: ignore[attr-defined]
-        num_generated = 0
-        for token in llama.generate(  # type: ignore[attr-defined]
-            prompt_tokens,
-            temp=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            min_p=sampling.min_p,
-            repeat_penalty=sampling.repeat_penalty,
-            presence_penalty=sampling.presence_penalty,
-            frequency_penalty=sampling.frequency_penalty,
-        ):
-            if is_cancelled.is_set():
-                return
-            num_generated += 1
-            if self._is_eog(token):
-                emit(TokenOut(token, detokenizer.flush(), is_end=True))
-                return
-            text = detokenizer.decode(token)
-            if num_generated >= max_new_tokens:
-                emit(TokenOut(token, text + detokenizer.flush()))
-                return
-            emit(TokenOut(token, text))
+            if not is_finished:  # closed early or cancelled: free the sequence at the next step
+                self._inbox.put(("abort", sequence.request_id))
 
     async def close(self) -> None:
-        self._worker.shutdown(wait=True, cancel_futures=True)
-        await asyncio.to_thread(self._llama.close)  # type: ignore[attr-defined]
+        self._inbox.put(("stop", None))
+        await asyncio.to_thread(self._thread.join)
+        self._lib.llama_batch_free(self._batch)
+        self._context.close()  # type: ignore[attr-defined]
+        self._model.close()  # type: ignore[attr-defined]
+
+    # --- the engine thread
+
+    def _loop(self) -> None:
+        while self._take_commands(block=not (self._running or self._waiting)):
+            if self._running or self._waiting:
+                try:
+                    self._step()
+                except Exception as exc:  # never leave requests hanging
+                    logger.exception("engine step failed")
+                    for sequence in [*self._running.values(), *self._waiting]:
+                        self._finish(sequence, error=exc)
+            self._stats = EngineStats(len(self._running), len(self._waiting))
+        for sequence in [*self._running.values(), *self._waiting]:
+            self._finish(sequence, error=EngineError("the engine is shutting down"))
+
+    def _take_commands(self, *, block: bool) -> bool:
+        """Apply queued commands (waiting for one if `block`); False once asked to stop."""
+        try:
+            command, argument = self._inbox.get(block=block)
+        except queue.Empty:
+            return True
+        while True:
+            match command:
+                case "stop":
+                    return False
+                case "add":
+                    self._waiting.append(argument)  # type: ignore[arg-type]
+                case "abort":
+                    self._abort(argument)  # type: ignore[arg-type]
+            try:
+                command, argument = self._inbox.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _abort(self, request_id: int) -> None:
+        for sequence in [*self._running.values(), *self._waiting]:
+            if sequence.request_id == request_id:
+                self._finish(sequence)
+
+    def _step(self) -> None:
+        config = self._scheduler
+        if self._max_running_under_pressure is not None:
+            config = dataclasses.replace(config, max_num_seqs=self._max_running_under_pressure)
+        plan = schedule([s.view() for s in self._running.values()], [s.view() for s in self._waiting], config)
+        for request_id in plan.admitted:
+            sequence = self._waiting.popleft()
+            assert sequence.request_id == request_id
+            self._start(sequence)
+        batch = self._batch
+        num_tokens = 0
+        to_sample: list[tuple[_Sequence, int, int]] = []  # (sequence, batch row with logits, tokens fed)
+        for request_id, num_planned in plan.chunks:
+            sequence = self._running[request_id]
+            num_fed = min(num_planned, len(sequence.tokens) - sequence.num_computed)  # a reused prefix shrank it
+            for position in range(sequence.num_computed, sequence.num_computed + num_fed):
+                batch.token[num_tokens] = sequence.tokens[position]
+                batch.pos[num_tokens] = position
+                batch.n_seq_id[num_tokens] = 1
+                batch.seq_id[num_tokens][0] = sequence.slot
+                batch.logits[num_tokens] = position == len(sequence.tokens) - 1
+                num_tokens += 1
+            to_sample.append((sequence, num_tokens - 1, num_fed))
+        if num_tokens == 0:
+            return
+        batch.n_tokens = num_tokens
+        status = self._lib.llama_decode(self._ctx, batch)
+        if status == 1:  # no room in the KV cache for this batch: nothing was computed
+            self._make_room()
+            return
+        if status != 0:
+            raise EngineError(f"llama_decode failed with status {status}")
+        for sequence, row, num_fed in to_sample:
+            sequence.num_computed += num_fed
+            if sequence.num_computed == len(sequence.tokens):
+                logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx, row), shape=(self._num_vocab,))
+                self._accept(sequence, sequence.sampler.sample(logits))
+
+    def _start(self, sequence: _Sequence) -> None:
+        """Give the sequence a KV slot, starting from the longest prefix any slot already holds."""
+        memory, lib, slots = self._memory, self._lib, self._slots
+        holders = [(slot, tokens) for slot, tokens in slots.cached.items()]
+        holders += [(s.slot, s.tokens[: s.num_computed]) for s in self._running.values()]
+        best_slot, best_len = -1, 0
+        for slot, tokens in holders:
+            if (length := _common_prefix_len(tokens, sequence.tokens)) > best_len:
+                best_slot, best_len = slot, length
+        reuse = min(best_len, len(sequence.tokens) - 1)  # at least one token is fed, to get logits
+        if reuse > 0 and best_slot in slots.cached:
+            slot = best_slot
+            slots.free_order.remove(slot)
+            if not lib.llama_memory_seq_rm(memory, slot, reuse, -1):
+                lib.llama_memory_seq_rm(memory, slot, -1, -1)
+                reuse = 0
+        else:
+            slot = slots.free_order.popleft()
+            lib.llama_memory_seq_rm(memory, slot, -1, -1)
+            if reuse > 0:
+                lib.llama_memory_seq_cp(memory, best_slot, slot, 0, reuse)
+        slots.cached.pop(slot, None)
+        sequence.slot, sequence.num_computed = slot, reuse
+        self._running[sequence.request_id] = sequence
+        if not sequence.was_started:
+            sequence.was_started = True
+            sequence.emit(PromptAccepted(num_cached_tokens=reuse))
+
+    def _accept(self, sequence: _Sequence, token: int) -> None:
+        sequence.tokens.append(token)
+        if self._lib.llama_vocab_is_eog(self._vocab, token):
+            sequence.emit(TokenOut(token, sequence.detokenizer.flush(), is_end=True))
+            self._finish(sequence)
+            return
+        text = sequence.detokenizer.decode(token)
+        if sequence.num_generated >= sequence.max_new_tokens:
+            sequence.emit(TokenOut(token, text + sequence.detokenizer.flush()))
+            self._finish(sequence)
+            return
+        sequence.emit(TokenOut(token, text))
+
+    def _finish(self, sequence: _Sequence, *, error: BaseException | None = None) -> None:
+        """Hand the slot back (its KV stays, as a prefix cache) and end the request's stream."""
+        if self._running.pop(sequence.request_id, None) is not None:
+            self._slots.cached[sequence.slot] = sequence.tokens[: sequence.num_computed]
+            self._slots.free_order.append(sequence.slot)
+            self._max_running_under_pressure = None
+        elif sequence in self._waiting:
+            self._waiting.remove(sequence)
+        if error is not None:
+            sequence.emit(error)
+        sequence.emit(_END_OF_STREAM)
+
+    def _make_room(self) -> None:
+        """The KV cache is full: drop cached prefixes; failing that, preempt the newest sequence to recompute later."""
+        if self._slots.cached:
+            for slot in self._slots.cached:
+                self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
+            self._slots.cached.clear()
+            return
+        victim_id = choose_preemption_victim([s.view() for s in self._running.values()])
+        if victim_id is None:
+            [sequence] = self._running.values()
+            self._finish(sequence, error=EngineError("the KV cache cannot hold this sequence; raise --kv-cache-tokens"))
+            return
+        victim = self._running.pop(victim_id)
+        self._lib.llama_memory_seq_rm(self._memory, victim.slot, -1, -1)
+        self._slots.free_order.appendleft(victim.slot)
+        victim.slot, victim.num_computed = -1, 0
+        self._waiting.appendleft(victim)
+        self._max_running_under_pressure = len(self._running)
+        logger.info("KV cache full: preempted request %d (%d tokens), to be recomputed", victim_id, len(victim.tokens))

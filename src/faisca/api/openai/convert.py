@@ -41,7 +41,7 @@ KNOWN_FIELDS = frozenset(
     {
         "model", "messages", "temperature", "top_p", "top_k", "min_p", "n", "stream", "stream_options",
         "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty",
-        "stop", "seed", "user", "tools", "response_format", "logprobs", "top_logprobs",
+        "stop", "seed", "user", "logit_bias", "tools", "response_format", "logprobs", "top_logprobs",
     }
 )
 
@@ -127,6 +127,7 @@ def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
         # LangChain sends only max_completion_tokens; it wins when both are given, as in OpenAI's API.
         max_tokens=_or_default(body, "max_completion_tokens", body.get("max_tokens")),
         stop=_stop_from_wire(body.get("stop")),
+        logit_bias=tuple((int(token), float(bias)) for token, bias in (body.get("logit_bias") or {}).items()),
     )
     return ChatRequest(
         model_id=card.id,

@@ -1,0 +1,17 @@
+"""Continuous-batching scheduler: the pure per-step decision of who runs (see `policy`)."""
+
+from faisca.scheduler.policy import (
+    SchedulerConfig,
+    SequenceView,
+    StepPlan,
+    choose_preemption_victim,
+    schedule,
+)
+
+__all__ = [
+    "SchedulerConfig",
+    "SequenceView",
+    "StepPlan",
+    "choose_preemption_victim",
+    "schedule",
+]
