@@ -48,3 +48,8 @@ def test_serving_a_model_without_weights_fails_fast_and_clearly() -> None:
 def test_help_texts() -> None:
     assert "--ctx-size" in faisca("serve", "--help").stdout
     assert "serve" in faisca("--help").stdout
+
+
+def test_bad_numbers_are_usage_errors() -> None:
+    result = faisca("serve", "--max-num-seqs", "0")
+    assert result.returncode == 2 and "must be at least 1" in result.stderr and "Traceback" not in result.stderr

@@ -16,6 +16,19 @@ from faisca.engine.weights import missing_weights_message
 from faisca.errors import FaiscaError
 
 
+def _count(minimum: int):  # noqa: ANN202 - an argparse type
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {number}")
+        return number
+
+    return parse
+
+
 def _weights_arg(value: str) -> tuple[str, Path]:
     model_id, sep, path = value.partition("=")
     if not sep or not model_id or not path:
@@ -34,25 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="serve models over HTTP (OpenAI API under /v1)",
-                                description="Serve models over HTTP: /v1/chat/completions, /v1/models, /health.")
+                                description="Serve models over HTTP: /v1/chat/completions, /v1/models, /health, /metrics.")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=_count(1), default=8080, help="port to listen on (default: %(default)s)")
     serve.add_argument("--model", dest="models", action="append", metavar="ID",
                        help=f"a model to serve: id, Hugging Face id or alias; repeatable (default: {DEFAULT_MODEL_ID})")
     serve.add_argument("--weights", action="append", type=_weights_arg, default=[], metavar="ID=PATH",
                        help="run the card ID from a local GGUF file; repeatable")
-    serve.add_argument("--threads", type=int, default=None, metavar="N",
+    serve.add_argument("--threads", type=_count(1), default=None, metavar="N",
                        help="llama.cpp threads (default: the cores this process may use)")
-    serve.add_argument("--ctx-size", type=int, default=8192, metavar="TOKENS",
-                       help="context per model, capped by the model's own (default: %(default)s)")
-    serve.add_argument("--max-num-seqs", type=int, default=8, metavar="N",
+    serve.add_argument("--ctx-size", type=_count(1), default=8192, metavar="TOKENS",
+                       help="context of one request (prompt + completion), capped by the model's own "
+                            "(default: %(default)s)")
+    serve.add_argument("--max-num-seqs", type=_count(1), default=8, metavar="N",
                        help="sequences generating at once per model, batched together (default: %(default)s)")
-    serve.add_argument("--max-queue", type=int, default=64, metavar="M",
+    serve.add_argument("--max-queue", type=_count(0), default=64, metavar="M",
                        help="requests waiting beyond those per model; more are answered 503 with Retry-After "
                             "(default: %(default)s)")
-    serve.add_argument("--max-batch-tokens", type=int, default=512, metavar="TOKENS",
+    serve.add_argument("--max-batch-tokens", type=_count(1), default=512, metavar="TOKENS",
                        help="tokens per decoding step: long prompts are fed in chunks of this (default: %(default)s)")
-    serve.add_argument("--kv-cache-tokens", type=int, default=None, metavar="TOKENS",
+    serve.add_argument("--kv-cache-tokens", type=_count(1), default=None, metavar="TOKENS",
                        help="KV cache per model, shared by its sequences (default: --ctx-size)")
     serve.add_argument("--api-key", default=None, metavar="KEY",
                        help="require `Authorization: Bearer KEY` on /v1 (default: no key)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import dataclasses
+import functools
 import itertools
 import logging
 import os
@@ -88,6 +89,15 @@ class _Sequence:
 
     def view(self) -> SequenceView:
         return SequenceView(self.request_id, len(self.tokens) - self.num_computed)
+
+
+def _send_to_loop(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[object], event: object) -> None:
+    """Called on the engine thread. A loop that has gone away (its server shut down) drops the event; the engine
+    thread must never die of it, or every later request would wait forever."""
+    try:
+        loop.call_soon_threadsafe(events.put_nowait, event)
+    except RuntimeError:
+        logger.debug("event for a closed event loop dropped")
 
 
 def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
@@ -221,7 +231,7 @@ class LlamaCppEngine:
             max_new_tokens=max_new_tokens,
             sampler=TokenSampler(sampling, prompt_tokens=prompt_tokens),
             detokenizer=IncrementalDetokenizer(lambda token: self._model.detokenize([token], special=False)),  # type: ignore[attr-defined]
-            emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+            emit=functools.partial(_send_to_loop, loop, events),
         )
         self._inbox.put(("add", sequence))
         is_finished = False
