@@ -14,20 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from llama_cpp import Llama
 from openai import AsyncOpenAI
 
 from faisca.catalog import Catalog
 from faisca.engine.weights import resolve_gguf
+from servers import free_port, running
 
 PROMPT_TOKENS = 131
 GENERATED_TOKENS = 128
@@ -102,42 +100,18 @@ async def run_level(base_url: str, model: str, prompts: list[str], concurrency: 
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(command: list[str], ready_url: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline_s = time.monotonic() + 180
-    while time.monotonic() < deadline_s:
-        try:
-            if httpx.get(ready_url, timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"{command[2]} did not start")
-
-
 def bench_server(name: str, command: list[str], ready_path: str, model: str, port: int, prompts: list[str],
                  levels: list[int], num_requests: int) -> dict[int, dict[str, float]]:
     base_url = f"http://127.0.0.1:{port}"
-    process = start(command, base_url + ready_path)
-    try:
+    with running(command, base_url + ready_path):
         asyncio.run(run_level(base_url, model, prompts, 1, 1))  # warm-up
         results = {}
         for level in levels:
             results[level] = asyncio.run(run_level(base_url, model, prompts, level, num_requests))
             r = results[level]
-            print(f"{name:7} c={level}: {r['tok_per_s']:6.1f} tok/s  TTFT p50 {r['ttft_p50_ms']:6.0f} ms "
+            print(f"{name:12} c={level}: {r['tok_per_s']:6.1f} tok/s  TTFT p50 {r['ttft_p50_ms']:6.0f} ms "
                   f"p95 {r['ttft_p95_ms']:6.0f} ms  ITL p50 {r['itl_p50_ms']:5.1f} ms", flush=True)
         return results
-    finally:
-        process.terminate()
-        process.wait()
 
 
 def main() -> None:
@@ -146,6 +120,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2, help="requests per worker at each level")
     parser.add_argument("--levels", default="1,2,4,8")
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--llama-server", type=Path, metavar="PATH",
+                        help="also measure llama.cpp's own C++ llama-server binary (built separately; not shipped)")
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     gguf = resolve_gguf(Catalog.from_dirs().resolve("gemma3:270m"))
@@ -158,17 +134,26 @@ def main() -> None:
         "faisca", [sys.executable, "-m", "faisca.cli.main", "serve", "--port", str(port), "--threads", str(args.threads),
                    "--ctx-size", str(CONTEXT_TOKENS), "--max-num-seqs", str(max(levels))],
         "/health", "gemma3:270m", port, prompts, levels, args.requests)
-    if args.skip_peer:
-        return
-    port = free_port()
-    peer = bench_server(
-        "peer", [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--n_threads", str(args.threads),
-                 "--n_threads_batch", str(args.threads), "--n_ctx", str(CONTEXT_TOKENS), "--chat_format", "gemma",
-                 # by default a new request cuts off the stream in progress; serialized is its usable mode
-                 "--interrupt_requests", "False", "--port", str(port)],
-        "/v1/models", "gemma", port, prompts, levels, args.requests)
-    for level in levels:
-        print(f"faisca/peer c={level}: {faisca[level]['tok_per_s'] / peer[level]['tok_per_s']:.2f}x aggregate tok/s")
+    others: dict[str, dict[int, dict[str, float]]] = {}
+    if args.llama_server:
+        port = free_port()
+        others["llama-server"] = bench_server(
+            "llama-server", [str(args.llama_server), "-m", str(gguf), "-t", str(args.threads), "-tb", str(args.threads),
+                             "-c", str(CONTEXT_TOKENS * max(levels)), "-np", str(max(levels)), "--chat-template", "gemma",
+                             "--port", str(port)],
+            "/health", "gemma", port, prompts, levels, args.requests)
+    if not args.skip_peer:
+        port = free_port()
+        others["peer"] = bench_server(
+            "peer", [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--n_threads", str(args.threads),
+                     "--n_threads_batch", str(args.threads), "--n_ctx", str(CONTEXT_TOKENS), "--chat_format", "gemma",
+                     # by default a new request cuts off the stream in progress; serialized is its usable mode
+                     "--interrupt_requests", "False", "--port", str(port)],
+            "/v1/models", "gemma", port, prompts, levels, args.requests)
+    for name, results in others.items():
+        for level in levels:
+            ratio = faisca[level]["tok_per_s"] / results[level]["tok_per_s"]
+            print(f"faisca/{name} c={level}: {ratio:.2f}x aggregate tok/s")
 
 
 if __name__ == "__main__":

@@ -16,14 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 from openai import OpenAI
 
 from faisca.catalog import Catalog
@@ -31,16 +28,11 @@ from faisca.engine.base import TokenOut
 from faisca.engine.llama_cpp import LlamaCppEngine
 from faisca.engine.weights import resolve_gguf
 from faisca.types import SamplingParams
+from servers import free_port, running
 
 PROMPT = ("The history of the printing press begins in the fifteenth century, when Johannes Gutenberg "
           "combined movable metal type, oil-based ink and a wooden press adapted from wine making. ")
 CONTEXT_TOKENS = 2048
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def measure_engine(gguf: Path, threads: int, num_tokens: int) -> tuple[float, float, int]:
@@ -73,19 +65,6 @@ def measure_http(base_url: str, model: str, num_tokens: int) -> tuple[float, flo
     return stamps[0] - started, (len(stamps) - 1) / (stamps[-1] - stamps[0]), len(stamps)
 
 
-def start(command: list[str], health_url: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(health_url, timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"{command[0]} did not start")
-
-
 def best_of(runs: int, measure) -> tuple[float, float, int]:  # noqa: ANN001
     results = [measure() for _ in range(runs)]
     return min(r[0] for r in results), statistics.median(r[1] for r in results), results[0][2]
@@ -103,29 +82,22 @@ def main() -> None:
     rows["engine"] = best_of(args.runs, lambda: measure_engine(gguf, args.threads, args.tokens))
 
     port = free_port()
-    faisca = start([sys.executable, "-m", "faisca.cli.main", "serve", "--port", str(port), "--threads", str(args.threads),
-                    "--ctx-size", str(CONTEXT_TOKENS)], f"http://127.0.0.1:{port}/health")
-    try:
-        measure_http(f"http://127.0.0.1:{port}", "gemma3:270m", 8)  # warm-up
-        rows["faisca"] = best_of(args.runs, lambda: measure_http(f"http://127.0.0.1:{port}", "gemma3:270m", args.tokens))
-    finally:
-        faisca.terminate()
-        faisca.wait()
+    base_url = f"http://127.0.0.1:{port}"
+    with running([sys.executable, "-m", "faisca.cli.main", "serve", "--port", str(port), "--threads", str(args.threads),
+                  "--ctx-size", str(CONTEXT_TOKENS)], f"{base_url}/health"):
+        measure_http(base_url, "gemma3:270m", 8)  # warm-up
+        rows["faisca"] = best_of(args.runs, lambda: measure_http(base_url, "gemma3:270m", args.tokens))
 
     port = free_port()
+    peer_url = f"http://127.0.0.1:{port}"
     try:
-        peer = start([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--n_threads", str(args.threads),
+        with running([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--n_threads", str(args.threads),
                       "--n_ctx", str(CONTEXT_TOKENS), "--port", str(port), "--chat_format", "gemma"],
-                     f"http://127.0.0.1:{port}/v1/models")
-    except (RuntimeError, FileNotFoundError) as exc:
-        print(f"peer skipped: {exc} (pip install 'llama-cpp-python[server]')")
-    else:
-        try:
-            measure_http(f"http://127.0.0.1:{port}", "gemma", 8)
-            rows["peer"] = best_of(args.runs, lambda: measure_http(f"http://127.0.0.1:{port}", "gemma", args.tokens))
-        finally:
-            peer.terminate()
-            peer.wait()
+                     f"{peer_url}/v1/models"):
+            measure_http(peer_url, "gemma", 8)
+            rows["peer"] = best_of(args.runs, lambda: measure_http(peer_url, "gemma", args.tokens))
+    except RuntimeError as exc:
+        print(f"peer skipped: {exc} (pip install -r bench/requirements.txt)")
 
     print(f"Gemma 3 270M Q4_K_M, {args.threads} threads, {args.tokens} tokens greedy, median of {args.runs}")
     print(f"{'':8} {'decode tok/s':>12} {'TTFT ms':>8} {'tokens':>6}")

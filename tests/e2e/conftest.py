@@ -8,18 +8,13 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.server import CONTEXT_TOKENS, RunningServer
+from tests.e2e.server import CONTEXT_TOKENS, RunningServer, serving
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    log_path = tmp_path_factory.mktemp("server") / "faisca.log"
-    running = RunningServer("--model", "gemma3:270m", "--model", "smollm2", "--ctx-size", str(CONTEXT_TOKENS),
-                            log_path=log_path)
-    try:
-        running.wait_ready()
+    with serving(tmp_path_factory.mktemp("server"), "--model", "gemma3:270m", "--model", "smollm2",
+                 "--ctx-size", str(CONTEXT_TOKENS)) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -58,3 +60,14 @@ class RunningServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self._log.close()
+
+
+@contextmanager
+def serving(log_dir: Path, *args: str) -> Iterator[RunningServer]:
+    """A ready `faisca serve ARGS...` for the length of the block; its log in `log_dir`."""
+    running = RunningServer(*args, log_path=log_dir / "faisca.log")
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()

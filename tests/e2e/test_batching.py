@@ -7,13 +7,12 @@ import asyncio
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.e2e.server import GEMMA, SMOLLM2, RunningServer
+from tests.e2e.server import GEMMA, SMOLLM2, RunningServer, serving
 
 # Gemma 3's end-of-generation tokens (<eos>, <end_of_turn>) banned: every answer runs to max_tokens.
 NO_END = {"1": -100, "106": -100}
@@ -132,14 +131,9 @@ def test_metrics_are_prometheus_text(http: httpx.Client) -> None:
 
 @pytest.fixture(scope="module")
 def tight_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    log_path: Path = tmp_path_factory.mktemp("tight") / "faisca.log"
-    running = RunningServer("--model", "gemma3:270m", "--max-num-seqs", "1", "--max-queue", "1", "--ctx-size", "1024",
-                            log_path=log_path)
-    try:
-        running.wait_ready()
+    with serving(tmp_path_factory.mktemp("tight"), "--model", "gemma3:270m", "--max-num-seqs", "1", "--max-queue", "1",
+                 "--ctx-size", "1024") as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_beyond_running_plus_queue_requests_get_503_with_retry_after(tight_server: RunningServer) -> None:
@@ -160,14 +154,9 @@ def test_beyond_running_plus_queue_requests_get_503_with_retry_after(tight_serve
 
 @pytest.fixture(scope="module")
 def small_kv_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    log_path: Path = tmp_path_factory.mktemp("small-kv") / "faisca.log"
-    running = RunningServer("--model", "gemma3:270m", "--max-num-seqs", "4", "--ctx-size", "512",
-                            "--kv-cache-tokens", "512", log_path=log_path)
-    try:
-        running.wait_ready()
+    with serving(tmp_path_factory.mktemp("small-kv"), "--model", "gemma3:270m", "--max-num-seqs", "4",
+                 "--ctx-size", "512", "--kv-cache-tokens", "512") as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_a_full_kv_cache_preempts_and_everyone_still_finishes(small_kv_server: RunningServer) -> None:

@@ -153,7 +153,6 @@ class LlamaCppEngine:
         # After a preemption, no more sequences run than did then, until one finishes (else the preempted one
         # would be let in again at once, and preempted again).
         self._max_running_under_pressure: int | None = None
-        self._stats = EngineStats(0, 0)
         self._thread = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
@@ -211,7 +210,8 @@ class LlamaCppEngine:
 
     @property
     def stats(self) -> EngineStats:
-        return self._stats
+        # read from another thread: len() of a dict or deque is atomic under the GIL
+        return EngineStats(len(self._running), len(self._waiting))
 
     def tokenize(self, prompt: str) -> list[int]:
         tokens = self._model.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)  # type: ignore[attr-defined]
@@ -263,7 +263,6 @@ class LlamaCppEngine:
                     logger.exception("engine step failed")
                     for sequence in [*self._running.values(), *self._waiting]:
                         self._finish(sequence, error=exc)
-            self._stats = EngineStats(len(self._running), len(self._waiting))
         for sequence in [*self._running.values(), *self._waiting]:
             self._finish(sequence, error=EngineError("the engine is shutting down"))
 
