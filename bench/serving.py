@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import sys
 import time
@@ -31,8 +32,9 @@ PROMPT_TOKENS = 131
 GENERATED_TOKENS = 128
 END_TOKENS_BANNED = {"1": -100, "106": -100}  # Gemma 3's <eos> and <end_of_turn>
 CONTEXT_TOKENS = 2048
-FILLER = ("the lighthouse keeper wrote in his log about the storm the ships the gulls and the long winter nights "
-          "while the lamp turned and turned above the rocks of the northern coast").split()
+FILLER = ("lighthouse keeper wrote log storm ships gulls long winter nights lamp turned above rocks northern coast "
+          "harbor rope anchor tide moon sailor bread salt lantern fog bell island cliff wave cabin map compass "
+          "river forest mountain village market bridge garden kitchen window letter journey morning evening").split()
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,11 @@ def make_prompts(gguf: Path, count: int) -> list[str]:
 
     prompts = []
     for index in range(count):
-        words = [f"Request {index}:"]
+        # Words drawn anew for each prompt: no prefix, and no run of tokens, that a prompt cache could reuse.
+        rng = random.Random(index)
+        words = [f"{index}."]
         while num_tokens(" ".join(words)) < PROMPT_TOKENS:
-            words.append(FILLER[len(words) % len(FILLER)])
+            words.append(rng.choice(FILLER))
         while num_tokens(" ".join(words)) > PROMPT_TOKENS:
             words[-1] = words[-1][:-1] or words.pop()
         assert num_tokens(" ".join(words)) == PROMPT_TOKENS, index
@@ -80,11 +84,12 @@ async def one_request(client: AsyncOpenAI, model: str, prompt: str) -> RequestTi
 
 
 async def run_level(base_url: str, model: str, prompts: list[str], concurrency: int, num_requests: int) -> dict[str, float]:
+    """`prompts` holds at least concurrency × num_requests prompts, each used once: no server may answer from a
+    prompt cache what the benchmark means to be new work."""
     client = AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=600)
 
     async def worker(worker_index: int) -> list[RequestTiming]:
-        return [await one_request(client, model, prompts[(worker_index * num_requests + i) % len(prompts)])
-                for i in range(num_requests)]
+        return [await one_request(client, model, prompts[worker_index * num_requests + i]) for i in range(num_requests)]
 
     async with client:
         started_s = time.perf_counter()
@@ -104,10 +109,12 @@ def bench_server(name: str, command: list[str], ready_path: str, model: str, por
                  levels: list[int], num_requests: int) -> dict[int, dict[str, float]]:
     base_url = f"http://127.0.0.1:{port}"
     with running(command, base_url + ready_path):
-        asyncio.run(run_level(base_url, model, prompts, 1, 1))  # warm-up
+        unused = iter(prompts)
+        asyncio.run(run_level(base_url, model, [next(unused)], 1, 1))  # warm-up
         results = {}
         for level in levels:
-            results[level] = asyncio.run(run_level(base_url, model, prompts, level, num_requests))
+            level_prompts = [next(unused) for _ in range(level * num_requests)]
+            results[level] = asyncio.run(run_level(base_url, model, level_prompts, level, num_requests))
             r = results[level]
             print(f"{name:12} c={level}: {r['tok_per_s']:6.1f} tok/s  TTFT p50 {r['ttft_p50_ms']:6.0f} ms "
                   f"p95 {r['ttft_p95_ms']:6.0f} ms  ITL p50 {r['itl_p50_ms']:5.1f} ms", flush=True)
@@ -125,7 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     gguf = resolve_gguf(Catalog.from_dirs().resolve("gemma3:270m"))
-    prompts = make_prompts(gguf, max(levels) * args.requests + 1)
+    prompts = make_prompts(gguf, sum(levels) * args.requests + 1)  # a new prompt for every request
     print(f"Gemma 3 270M Q4_K_M, {args.threads} threads, prompt {PROMPT_TOKENS} tokens, {GENERATED_TOKENS} generated, "
           f"{args.requests} requests per worker", flush=True)
 

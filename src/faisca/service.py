@@ -12,14 +12,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from faisca.catalog import ModelCard
+from faisca.chat.plan import OutputPlan, plan_chat
 from faisca.chat.stops import StopMatcher
-from faisca.engine.base import PromptAccepted
+from faisca.chat.toolcalls.base import (
+    ParsedCallArguments, ParsedCallStart, ParsedEvent, ParsedReasoning, ParsedText, ToolCallParser, new_call_id,
+)
+from faisca.engine.base import Constraint, PromptAccepted
 from faisca.errors import ContextLengthExceeded, InvalidRequest, UnsupportedCapability
 from faisca.metrics import Metrics
 from faisca.registry import ModelRegistry, ServedModel
 from faisca.scheduler.admission import Admission, AdmissionLimits, AdmittedStream
 from faisca.types import (
-    ChatEnd, ChatEvent, ChatRequest, ChoiceEnd, FinishReason, ImagePart, SamplingParams, TextDelta, Usage,
+    ChatEnd, ChatEvent, ChatRequest, ChoiceEnd, FinishReason, ImagePart, ReasoningDelta, SamplingParams, TextDelta,
+    ToolCall, ToolCallArgumentsDelta, ToolCallStart, Usage,
 )
 
 
@@ -81,15 +86,18 @@ class ChatService:
         check_capabilities(card, request)
         served = self.registry.get(card)
         check_logit_bias(request.sampling, served.engine.vocab_size)
-        prompt_tokens = served.engine.tokenize(served.template.render(request.messages))
+        plan = plan_chat(card, served.template, request)
+        first_constraint = served.engine.compile_constraint(plan.grammar) if plan.grammar is not None else None
+        prompt_tokens = served.engine.tokenize(plan.prompt)
         max_new_tokens = max_new_tokens_for(
             len(prompt_tokens), request.sampling.max_tokens, served.engine.max_context_tokens
         )
         ticket = self._admission(card).enter()
-        return AdmittedStream(self._generate(served, request, prompt_tokens, max_new_tokens), ticket)
+        return AdmittedStream(self._generate(served, request, plan, prompt_tokens, max_new_tokens, first_constraint), ticket)
 
     async def _generate(
-        self, served: ServedModel, request: ChatRequest, prompt_tokens: list[int], max_new_tokens: int
+        self, served: ServedModel, request: ChatRequest, plan: OutputPlan, prompt_tokens: list[int],
+        max_new_tokens: int, first_constraint: Constraint | None,
     ) -> AsyncIterator[ChatEvent]:
         model = served.card.id
         time_to_first_token_s = self.metrics.time_to_first_token_s.labels(model)
@@ -104,7 +112,10 @@ class ChatService:
             stops = StopMatcher(sampling.stop)
             finish_reason: FinishReason = "length"
             stop_reason: str | None = None
-            tokens = served.engine.generate(prompt_tokens, sampling, max_new_tokens)
+            constraint = first_constraint if choice_index == 0 else (
+                served.engine.compile_constraint(plan.grammar) if plan.grammar is not None else None)
+            calls = _CallEvents(choice_index, plan.new_parser() if plan.new_parser else None)
+            tokens = served.engine.generate(prompt_tokens, sampling, max_new_tokens, constraint)
             try:
                 async for event in tokens:
                     if isinstance(event, PromptAccepted):
@@ -117,24 +128,67 @@ class ChatService:
                     num_completion_tokens += 1
                     text, stop_reason = stops.feed(event.text)
                     if text:
-                        yield TextDelta(choice_index, text)
+                        for chat_event in calls.feed(text):
+                            yield chat_event
                     if stop_reason is not None or event.is_end:
                         finish_reason = "stop"
                         break
             finally:
                 await tokens.aclose()  # type: ignore[attr-defined]
-            if stop_reason is None and (rest := stops.flush()):
-                yield TextDelta(choice_index, rest)
+            for chat_event in calls.finish(stops.flush() if stop_reason is None else ""):
+                yield chat_event
+            if calls.num_calls and finish_reason == "stop":
+                finish_reason = "tool_calls"
             yield ChoiceEnd(choice_index, finish_reason, stop_reason)
         self.metrics.prompt_tokens.labels(model).inc(len(prompt_tokens))
         self.metrics.generation_tokens.labels(model).inc(num_completion_tokens)
         yield ChatEnd(Usage(len(prompt_tokens), num_completion_tokens, num_cached_tokens))
 
 
+class _CallEvents:
+    """One choice's text through its format's parser (if any): content, reasoning and tool calls with fresh ids."""
+
+    def __init__(self, choice_index: int, parser: ToolCallParser | None) -> None:
+        self._choice_index = choice_index
+        self._parser = parser
+        self._call_ids: dict[int, str] = {}
+
+    @property
+    def num_calls(self) -> int:
+        return len(self._call_ids)
+
+    def feed(self, text: str) -> list[ChatEvent]:
+        if self._parser is None:
+            return [TextDelta(self._choice_index, text)]
+        return [self._convert(event) for event in self._parser.feed(text)]
+
+    def finish(self, rest: str) -> list[ChatEvent]:
+        events = self.feed(rest) if rest else []
+        if self._parser is not None:
+            events += [self._convert(event) for event in self._parser.finish()]
+        return events
+
+    def _convert(self, event: ParsedEvent) -> ChatEvent:
+        index = self._choice_index
+        match event:
+            case ParsedText(text=text):
+                return TextDelta(index, text)
+            case ParsedReasoning(text=text):
+                return ReasoningDelta(index, text)
+            case ParsedCallStart(call_index=call, name=name):
+                self._call_ids[call] = new_call_id()
+                return ToolCallStart(index, call, self._call_ids[call], name)
+            case ParsedCallArguments(call_index=call, text=text):
+                return ToolCallArgumentsDelta(index, call, text)
+        raise AssertionError(f"unknown parser event {event!r}")
+
+
 @dataclass
 class ChoiceResult:
     index: int
     text: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: FinishReason = "length"
     stop_reason: str | None = None
 
@@ -149,13 +203,28 @@ async def fold_chat(events: AsyncIterator[ChatEvent]) -> ChatResult:
     """The non-streaming answer: the same events, gathered."""
     result = ChatResult()
     texts: dict[int, list[str]] = {}
+    reasoning: dict[int, list[str]] = {}
+    calls: dict[int, dict[int, tuple[str, str, list[str]]]] = {}  # choice -> call -> (id, name, argument pieces)
     for_choice: dict[int, ChoiceResult] = {}
     async for event in events:
         match event:
             case TextDelta(choice_index=index, text=text):
                 texts.setdefault(index, []).append(text)
+            case ReasoningDelta(choice_index=index, text=text):
+                reasoning.setdefault(index, []).append(text)
+            case ToolCallStart(choice_index=index, call_index=call, call_id=call_id, name=name):
+                calls.setdefault(index, {})[call] = (call_id, name, [])
+            case ToolCallArgumentsDelta(choice_index=index, call_index=call, text=text):
+                calls[index][call][2].append(text)
             case ChoiceEnd(choice_index=index, finish_reason=finish_reason, stop_reason=stop_reason):
-                for_choice[index] = ChoiceResult(index, "".join(texts.get(index, [])), finish_reason, stop_reason)
+                for_choice[index] = ChoiceResult(
+                    index,
+                    "".join(texts.get(index, [])),
+                    "".join(reasoning.get(index, [])),
+                    [ToolCall(call_id, name, "".join(pieces)) for call_id, name, pieces in calls.get(index, {}).values()],
+                    finish_reason,
+                    stop_reason,
+                )
             case ChatEnd(usage=usage):
                 result.usage = usage
     result.choices = [for_choice[index] for index in sorted(for_choice)]

@@ -36,6 +36,26 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class Tool:
+    """A function the model may call; `parameters` is a JSON Schema object (checked against the meta-schema)."""
+
+    name: str
+    description: str = ""
+    parameters_json: str = '{"type": "object", "properties": {}}'
+
+
+# "auto" (the model decides), "none" (never), "required" (at least one call), or a tool's name (that call).
+ToolChoice: TypeAlias = str
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """Structured output: any JSON object (`schema_json` None) or JSON valid against `schema_json`."""
+
+    schema_json: str | None = None
+
+
+@dataclass(frozen=True)
 class Message:
     role: Role
     content: str | tuple[ContentPart, ...] | None
@@ -75,6 +95,10 @@ class ChatRequest:
     messages: tuple[Message, ...]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     num_choices: int = 1
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +122,29 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ReasoningDelta:
+    choice_index: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallStart:
+    """A call begins: its id, type and name come once, then its arguments in `ToolCallArgumentsDelta`s."""
+
+    choice_index: int
+    call_index: int
+    call_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ToolCallArgumentsDelta:
+    choice_index: int
+    call_index: int
+    text: str
+
+
+@dataclass(frozen=True)
 class ChoiceEnd:
     choice_index: int
     finish_reason: FinishReason
@@ -110,4 +157,4 @@ class ChatEnd:
     usage: Usage
 
 
-ChatEvent: TypeAlias = TextDelta | ChoiceEnd | ChatEnd
+ChatEvent: TypeAlias = TextDelta | ReasoningDelta | ToolCallStart | ToolCallArgumentsDelta | ChoiceEnd | ChatEnd

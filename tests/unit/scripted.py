@@ -35,7 +35,11 @@ class ScriptedEngine:
     def tokenize(self, prompt: str) -> list[int]:
         return list(range(len(prompt.split())))
 
-    async def generate(self, prompt_tokens: Sequence[int], sampling: SamplingParams, max_new_tokens: int) -> AsyncIterator[EngineEvent]:
+    def compile_constraint(self, grammar: str, *, param: str | None = None) -> object:
+        return grammar
+
+    async def generate(self, prompt_tokens: Sequence[int], sampling: SamplingParams, max_new_tokens: int,
+                       constraint: object = None) -> AsyncIterator[EngineEvent]:
         self.calls.append((list(prompt_tokens), sampling, max_new_tokens))
         try:
             yield PromptAccepted(num_cached_tokens=0)

@@ -66,7 +66,7 @@ def test_a_user_card_directory_adds_and_replaces_cards(tmp_path: Path) -> None:
         "input": "text",
     })
     (tmp_path / "tiny.toml").write_text("\n".join(f"{k} = {v!r}".replace("'", '"').replace("False", "false")
-                                                  for k, v in card.model_dump(exclude={"id", "runtime", "aliases"}).items()))
+                                                  for k, v in card.model_dump(exclude={"id", "runtime", "aliases", "tool_format"}).items()))
     catalog = Catalog.from_dirs(tmp_path)
     assert catalog.resolve("acme/tiny-1.0").id == "acme-tiny-1-0"
     assert len(catalog) == 5

@@ -7,7 +7,7 @@ import pytest
 
 from faisca.api.openai.convert import to_chat_request, to_chunks, without_null_message_fields
 from faisca.catalog import Catalog
-from faisca.errors import UnsupportedCapability
+from faisca.errors import InvalidRequest, UnsupportedCapability
 from faisca.types import ChatEnd, ChatEvent, ChoiceEnd, ImagePart, TextDelta, TextPart, Usage
 
 
@@ -72,21 +72,39 @@ def test_no_usage_chunk_unless_asked() -> None:
     assert all(chunk["choices"] for chunk in asyncio.run(_chunks(include_usage=False)))
 
 
+def test_logprobs_are_refused_not_ignored(catalog: Catalog) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "logprobs": True}
+    with pytest.raises(UnsupportedCapability) as caught:
+        to_chat_request(body, catalog.resolve("gemma3:270m"))
+    assert caught.value.param == "logprobs"
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def test_tools_and_structured_output_are_converted(catalog: Catalog) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "tools": [WEATHER],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}}, "parallel_tool_calls": False,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}}
+    chat = to_chat_request(body, catalog.resolve("gemma3:270m"))
+    assert [tool.name for tool in chat.tools] == ["get_weather"]
+    assert (chat.tool_choice, chat.parallel_tool_calls) == ("get_weather", False)
+    assert chat.response_format is not None and chat.response_format.schema_json == '{"type": "object"}'
+
+
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"logprobs": True}, "logprobs"),
+        ({"tools": [{"type": "function", "function": {"name": "a b"}}]}, "tools.0.function.name"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 5}}}]}, "tools.0.function.parameters"),
+        ({"tools": [WEATHER, WEATHER]}, "tools"),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "other"}}}, "tool_choice"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "nope"}}}},
+         "response_format.json_schema.schema"),
     ],
 )
-def test_features_not_implemented_yet_are_refused_not_ignored(catalog: Catalog, extra: dict, param: str) -> None:
-    body = {"messages": [{"role": "user", "content": "hi"}], **extra}
-    with pytest.raises(UnsupportedCapability) as caught:
-        to_chat_request(body, catalog.resolve("casperhansen/mistral-small-24b-instruct-2501-awq"))
+def test_bad_tools_and_formats_are_400_naming_the_field(catalog: Catalog, extra: dict, param: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        to_chat_request({"messages": [{"role": "user", "content": "hi"}], **extra}, catalog.resolve("gemma3:270m"))
     assert caught.value.param == param
-
-
-def test_disabled_features_pass(catalog: Catalog) -> None:
-    body = {"messages": [{"role": "user", "content": "hi"}], "tools": [], "response_format": {"type": "text"}, "logprobs": False}
-    assert to_chat_request(body, catalog.resolve("gemma3:270m")).num_choices == 1

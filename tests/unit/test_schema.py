@@ -24,6 +24,7 @@ def card(*, input: str = "text", tool_calling: bool = False) -> ModelCard:
             "hf_id": "acme/test-1b",
             "license": "MIT",
             "tool_calling": tool_calling,
+            "tool_format": "mistral" if tool_calling else None,
             "long_term_support": False,
             "context_length": 4096,
             "lora": False,
@@ -62,6 +63,8 @@ def with_additions(seed: dict[str, Any], *, tools: bool) -> dict[str, Any]:
             "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
         },
     }
+    if tools:
+        properties["parallel_tool_calls"] = {"type": "boolean"}
     for name, field in properties.items():
         if name != "messages":
             field["type"] = [field["type"], "null"]
@@ -75,12 +78,28 @@ def with_additions(seed: dict[str, Any], *, tools: bool) -> dict[str, Any]:
     return schema
 
 
+STRUCTURED_OUTPUT_FIELDS = {"response_format": "ResponseFormat", "tool_choice": "ToolChoice"}
+
+
+def without_structured_output(schema: dict[str, Any]) -> dict[str, Any]:
+    """`response_format` and `tool_choice` are whole additions, checked by the validation tests below."""
+    schema = copy.deepcopy(schema)
+    for field, component in STRUCTURED_OUTPUT_FIELDS.items():
+        schema["properties"].pop(field, None)
+        schema["components"]["schemas"].pop(component, None)
+    return schema
+
+
 def test_vision_card_schema_is_seed_001_plus_additions() -> None:
-    assert request_schema(card(input="text+image")) == with_additions(seed_schema("001"), tools=False)
+    schema = request_schema(card(input="text+image"))
+    assert without_structured_output(schema) == with_additions(seed_schema("001"), tools=False)
+    assert "response_format" in schema["properties"] and "tool_choice" not in schema["properties"]
 
 
 def test_tool_card_schema_is_seed_003_plus_additions() -> None:
-    assert request_schema(card(tool_calling=True)) == with_additions(seed_schema("003"), tools=True)
+    schema = request_schema(card(tool_calling=True))
+    assert without_structured_output(schema) == with_additions(seed_schema("003"), tools=True)
+    assert {"response_format", "tool_choice"} <= set(schema["properties"])
 
 
 def test_plain_text_card_has_no_images_and_no_tools() -> None:
@@ -272,3 +291,25 @@ def test_an_image_to_a_text_only_model_is_an_unsupported_capability() -> None:
     with pytest.raises(UnsupportedCapability) as caught:
         TEXT.validate(body)
     assert caught.value.param == "messages.0.content.1.image_url"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": HELLO, "tool_choice": "sometimes"}, "tool_choice"),
+        ({"messages": HELLO, "tool_choice": {"type": "function"}}, "tool_choice.function"),
+        ({"messages": HELLO, "response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+        ({"messages": HELLO, "parallel_tool_calls": "yes"}, "parallel_tool_calls"),
+    ],
+)
+def test_structured_output_fields_are_checked(body: dict, param: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        TOOLS.validate(body)
+    assert caught.value.param == param
+
+
+def test_structured_output_fields_pass() -> None:
+    TOOLS.validate({"messages": HELLO, "tool_choice": {"type": "function", "function": {"name": "f"}},
+                    "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+                    "parallel_tool_calls": False})
+    TEXT.validate({"messages": HELLO, "response_format": {"type": "json_object"}})

@@ -58,6 +58,7 @@ class ModelCard(_Strict):
     size: str
     hf_id: str
     license: str
+    # Native function calling, as the product pages state it.
     tool_calling: bool
     long_term_support: bool
     context_length: int = Field(gt=0, description="tokens")
@@ -65,6 +66,9 @@ class ModelCard(_Strict):
     input: Literal["text", "text+image"]
     description: str = ""
     notes: str = ""
+    # How faisca calls tools with this model: `mistral` (its native format) or `react` (prompt-based, for models
+    # without native calling); None: requests with tools are refused.
+    tool_format: Literal["react", "mistral"] | None = None
     aliases: tuple[str, ...] = ()
     runtime: Runtime = Field(default_factory=Runtime)
 
@@ -76,6 +80,14 @@ class ModelCard(_Strict):
     @property
     def accepts_images(self) -> bool:
         return self.input == "text+image"
+
+    @property
+    def accepts_tools(self) -> bool:
+        return self.tool_format is not None
+
+    @property
+    def tool_calling_label(self) -> str:
+        return {"mistral": "native", "react": "prompt-based (ReAct)", None: "no"}[self.tool_format]
 
     @classmethod
     def from_toml(cls, path: Path) -> ModelCard:

@@ -104,6 +104,14 @@ class ChatTemplate:
         except jinja2.TemplateSyntaxError as e:
             raise ValueError(f"chat template does not parse: {e} (line {e.lineno})") from e
 
+    @property
+    def bos_token(self) -> str:
+        return self._bos_token
+
+    @property
+    def eos_token(self) -> str:
+        return self._eos_token
+
     @classmethod
     def shipped(cls, name: str, *, bos_token: str, eos_token: str) -> ChatTemplate:
         """The template shipped with faisca as `faisca/chat/templates/<name>.jinja`."""

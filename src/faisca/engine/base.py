@@ -25,7 +25,8 @@ class TokenOut:
     token_id: int
     # Text this token completes, decoded incrementally: never half a UTF-8 character.
     text: str
-    # The model ended its turn with this token (an end-of-generation token; its text is not content).
+    # The generation ends here on its own: the model's end-of-generation token (whose text, empty, is not
+    # content) or the last token its grammar allows.
     is_end: bool = False
 
 
@@ -44,6 +45,12 @@ class ModelTokens:
 
     bos_text: str
     eos_text: str
+
+
+class Constraint(Protocol):
+    """What the output may be, token by token (a compiled grammar)."""
+
+    def accept(self, token: int) -> bool: ...
 
 
 class Engine(Protocol):
@@ -69,8 +76,13 @@ class Engine(Protocol):
         and the text lacks it."""
         ...
 
+    def compile_constraint(self, grammar: str, *, param: str | None = None) -> Constraint:
+        """A grammar (llguidance's Lark dialect) compiled for this model; InvalidRequest if it cannot be."""
+        ...
+
     def generate(
-        self, prompt_tokens: Sequence[int], sampling: SamplingParams, max_new_tokens: int
+        self, prompt_tokens: Sequence[int], sampling: SamplingParams, max_new_tokens: int,
+        constraint: Constraint | None = None,
     ) -> AsyncIterator[EngineEvent]: ...
 
     async def close(self) -> None: ...

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from faisca.engine.base import EngineEvent, EngineStats, ModelTokens, PromptAccepted, TokenOut
+from faisca.engine.constraint import ConstraintCompiler, TokenConstraint
 from faisca.engine.sampling import TokenSampler
 from faisca.errors import EngineError
 from faisca.scheduler import SchedulerConfig, SequenceView, choose_preemption_victim, schedule
@@ -79,6 +80,7 @@ class _Sequence:
     sampler: TokenSampler
     detokenizer: IncrementalDetokenizer
     emit: Callable[[object], None]
+    constraint: TokenConstraint | None = None
     slot: int = -1
     num_computed: int = 0  # tokens whose KV is in the cache
     was_started: bool = False
@@ -144,6 +146,8 @@ class LlamaCppEngine:
         self._bos = bos
         self._add_bos = bool(model.add_bos_token()) and bos >= 0  # type: ignore[attr-defined]
         self._chat_template = model.metadata().get("tokenizer.chat_template")  # type: ignore[attr-defined]
+        end_tokens = [eos] + [t for t in range(self._num_vocab) if t != eos and llama_cpp.llama_vocab_is_eog(self._vocab, t)]
+        self._constraints = ConstraintCompiler(self._vocab, num_vocab=self._num_vocab, end_tokens=end_tokens)
         self._request_ids = itertools.count()
         # engine-thread state
         self._inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
@@ -219,8 +223,12 @@ class LlamaCppEngine:
             tokens.insert(0, self._bos)
         return tokens
 
+    def compile_constraint(self, grammar: str, *, param: str | None = None) -> TokenConstraint:
+        return self._constraints.compile(grammar, param=param)
+
     async def generate(
-        self, prompt_tokens: Sequence[int], sampling: SamplingParams, max_new_tokens: int
+        self, prompt_tokens: Sequence[int], sampling: SamplingParams, max_new_tokens: int,
+        constraint: TokenConstraint | None = None,
     ) -> AsyncIterator[EngineEvent]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[object] = asyncio.Queue()
@@ -232,6 +240,7 @@ class LlamaCppEngine:
             sampler=TokenSampler(sampling, prompt_tokens=prompt_tokens),
             detokenizer=IncrementalDetokenizer(lambda token: self._model.detokenize([token], special=False)),  # type: ignore[attr-defined]
             emit=functools.partial(_send_to_loop, loop, events),
+            constraint=constraint,
         )
         self._inbox.put(("add", sequence))
         is_finished = False
@@ -326,6 +335,8 @@ class LlamaCppEngine:
             sequence.num_computed += num_fed
             if sequence.num_computed == len(sequence.tokens):
                 logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx, row), shape=(self._num_vocab,))
+                if sequence.constraint is not None:
+                    logits = sequence.constraint.masked(logits)
                 self._accept(sequence, sequence.sampler.sample(logits))
 
     def _start(self, sequence: _Sequence) -> None:
@@ -363,8 +374,9 @@ class LlamaCppEngine:
             self._finish(sequence)
             return
         text = sequence.detokenizer.decode(token)
-        if sequence.num_generated >= sequence.max_new_tokens:
-            sequence.emit(TokenOut(token, text + sequence.detokenizer.flush()))
+        is_complete = sequence.constraint is not None and sequence.constraint.accept(token)
+        if is_complete or sequence.num_generated >= sequence.max_new_tokens:
+            sequence.emit(TokenOut(token, text + sequence.detokenizer.flush(), is_end=is_complete))
             self._finish(sequence)
             return
         sequence.emit(TokenOut(token, text))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import jsonschema
+
 from faisca.catalog import ModelCard
-from faisca.errors import UnsupportedCapability
+from faisca.errors import InvalidRequest, UnsupportedCapability
 from faisca.service import ChatResult
 from faisca.types import (
     ChatEnd,
@@ -17,14 +21,23 @@ from faisca.types import (
     ContentPart,
     ImagePart,
     Message,
+    ReasoningDelta,
+    ResponseFormat,
     SamplingParams,
     TextDelta,
     TextPart,
+    Tool,
     ToolCall,
+    ToolCallArgumentsDelta,
+    ToolCallStart,
     Usage,
 )
 from faisca.api.openai.protocol import (
     AssistantMessage,
+    FunctionCall,
+    FunctionCallDelta,
+    ToolCallDelta,
+    ToolCallOut,
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
@@ -41,7 +54,8 @@ KNOWN_FIELDS = frozenset(
     {
         "model", "messages", "temperature", "top_p", "top_k", "min_p", "n", "stream", "stream_options",
         "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty",
-        "stop", "seed", "user", "logit_bias", "tools", "response_format", "logprobs", "top_logprobs",
+        "stop", "seed", "user", "logit_bias", "tools", "tool_choice", "parallel_tool_calls", "response_format",
+        "logprobs", "top_logprobs",
     }
 )
 
@@ -96,22 +110,65 @@ def _or_default(body: Mapping[str, Any], key: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def _refuse_unimplemented(body: Mapping[str, Any], card: ModelCard) -> None:
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def _refuse_unimplemented(body: Mapping[str, Any]) -> None:
     """Features a client would silently lose are refused instead, until faisca implements them."""
-    if body.get("tools"):
-        raise UnsupportedCapability(f"tools: tool calling is not implemented yet for `{card.id}`.", param="tools")
-    response_format = body.get("response_format")
-    if isinstance(response_format, Mapping) and response_format.get("type") not in (None, "text"):
-        raise UnsupportedCapability(
-            f"response_format: `{response_format.get('type')}` is not implemented yet; only `text`.", param="response_format"
-        )
     if body.get("logprobs") or body.get("top_logprobs"):
         raise UnsupportedCapability("logprobs: token log probabilities are not implemented yet.", param="logprobs")
 
 
+def _checked_schema(schema: Any, *, param: str, what: str) -> str:
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidRequest(f"{param}: {what} is not a valid JSON Schema: {exc.message}", param=param) from exc
+    return json.dumps(schema, ensure_ascii=False)
+
+
+def _tools_from_wire(body: Mapping[str, Any], card: ModelCard) -> tuple[tuple[Tool, ...], str]:
+    wire_tools = body.get("tools") or []
+    if wire_tools and not card.accepts_tools:
+        raise UnsupportedCapability(f"tools: the model `{card.id}` cannot call tools.", param="tools")
+    tools = []
+    for index, wire_tool in enumerate(wire_tools):
+        function = wire_tool["function"]
+        name = function["name"]
+        if not TOOL_NAME.fullmatch(name):
+            raise InvalidRequest(f"tools.{index}.function.name: `{name}` must match ^[a-zA-Z0-9_-]{{1,64}}$.",
+                                 param=f"tools.{index}.function.name")
+        parameters = function.get("parameters") or {"type": "object", "properties": {}}
+        tools.append(Tool(name, function.get("description") or "", _checked_schema(
+            parameters, param=f"tools.{index}.function.parameters", what=f"the parameters of tool `{name}`")))
+    if len({tool.name for tool in tools}) != len(tools):
+        raise InvalidRequest("tools: tool names must be unique.", param="tools")
+    choice = body.get("tool_choice") or "auto"
+    if isinstance(choice, Mapping):
+        choice = choice["function"]["name"]
+        if choice not in {tool.name for tool in tools}:
+            raise InvalidRequest(f"tool_choice: `{choice}` is not one of the tools.", param="tool_choice")
+    elif choice == "required" and not tools:
+        raise InvalidRequest("tool_choice: `required` needs `tools`.", param="tool_choice")
+    return tuple(tools), choice
+
+
+def _response_format_from_wire(body: Mapping[str, Any]) -> ResponseFormat | None:
+    wire = body.get("response_format")
+    if not wire or wire["type"] == "text":
+        return None
+    if wire["type"] == "json_object":
+        return ResponseFormat()
+    schema = wire["json_schema"].get("schema")
+    if schema is None:
+        return ResponseFormat()
+    return ResponseFormat(_checked_schema(schema, param="response_format.json_schema.schema", what="the schema"))
+
+
 def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
     """A body that passed the card's schema, as a neutral `ChatRequest`."""
-    _refuse_unimplemented(body, card)
+    _refuse_unimplemented(body)
+    tools, tool_choice = _tools_from_wire(body, card)
     if unknown := sorted(set(body) - KNOWN_FIELDS):
         logger.info("ignoring request fields faisca does not use: %s", ", ".join(unknown))
     top_k = _or_default(body, "top_k", 0)
@@ -134,6 +191,10 @@ def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
         messages=tuple(_message_from_wire(message) for message in body["messages"]),
         sampling=sampling,
         num_choices=_or_default(body, "n", 1),
+        tools=tools,
+        tool_choice=tool_choice if tools else "none",
+        parallel_tool_calls=_or_default(body, "parallel_tool_calls", True),
+        response_format=_response_format_from_wire(body),
     )
 
 
@@ -155,7 +216,14 @@ def to_chat_completion(result: ChatResult, *, completion_id: str, created: int, 
         choices=[
             Choice(
                 index=choice.index,
-                message=AssistantMessage(content=choice.text),
+                message=AssistantMessage(
+                    reasoning_content=choice.reasoning or None,
+                    content=choice.text if choice.text or not choice.tool_calls else None,
+                    tool_calls=[
+                        ToolCallOut(id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments_json))
+                        for call in choice.tool_calls
+                    ],
+                ),
                 finish_reason=choice.finish_reason,
                 stop_reason=choice.stop_reason,
             )
@@ -186,6 +254,14 @@ async def to_chunks(
         match event:
             case TextDelta(choice_index=index, text=text):
                 yield chunk([ChunkChoice(index=index, delta=Delta(content=text))])
+            case ReasoningDelta(choice_index=index, text=text):
+                yield chunk([ChunkChoice(index=index, delta=Delta(reasoning_content=text))])
+            case ToolCallStart(choice_index=index, call_index=call, call_id=call_id, name=name):
+                start = ToolCallDelta(index=call, id=call_id, type="function", function=FunctionCallDelta(name=name, arguments=""))
+                yield chunk([ChunkChoice(index=index, delta=Delta(tool_calls=[start]))])
+            case ToolCallArgumentsDelta(choice_index=index, call_index=call, text=text):
+                fragment = ToolCallDelta(index=call, function=FunctionCallDelta(arguments=text))
+                yield chunk([ChunkChoice(index=index, delta=Delta(tool_calls=[fragment]))])
             case ChoiceEnd(choice_index=index, finish_reason=finish_reason, stop_reason=stop_reason):
                 yield chunk(
                     [ChunkChoice(index=index, delta=Delta(), finish_reason=finish_reason, stop_reason=stop_reason)]

@@ -1,0 +1,58 @@
+"""How a request becomes a prompt, and what its output may be: chosen by the card's `tool_format` (data), never
+by the model's name.
+
+- no tools, no structured output: the chat template renders the messages; output is free text.
+- `response_format`: output constrained to JSON (valid against the schema, if given) from the first token.
+- tools on a `react` card (no native calling): the conversation is rewritten into seed 002's ReAct prompt,
+  the output constrained to one thought and one JSON action, and parsed into content, reasoning and calls.
+- tools on a `mistral` card: its native `[AVAILABLE_TOOLS]` / `[TOOL_CALLS]` format; constrained from the first
+  token when a call is required.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from faisca.catalog import ModelCard
+from faisca.chat.template import ChatTemplate
+from faisca.chat.toolcalls.base import ToolCallParser
+from faisca.chat.toolcalls.grammars import mistral_calls_grammar, react_grammar
+from faisca.chat.toolcalls.mistral import MistralParser, mistral_prompt
+from faisca.chat.toolcalls.react import ReactParser, react_messages
+from faisca.engine.constraint import json_grammar
+from faisca.errors import UnsupportedCapability
+from faisca.types import ChatRequest
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    prompt: str
+    grammar: str | None = None
+    new_parser: Callable[[], ToolCallParser] | None = None
+
+
+def _has_tool_turns(request: ChatRequest) -> bool:
+    return any(message.role == "tool" or message.tool_calls for message in request.messages)
+
+
+def plan_chat(card: ModelCard, template: ChatTemplate, request: ChatRequest) -> OutputPlan:
+    if (request.tools or _has_tool_turns(request)) and not card.accepts_tools:
+        raise UnsupportedCapability(f"tools: the model `{card.id}` cannot call tools.", param="tools")
+    match card.tool_format:
+        case "react" if request.tools or _has_tool_turns(request):
+            prompt = template.render(react_messages(request.messages, request.tools))
+            return OutputPlan(prompt, react_grammar(request.tools, request.tool_choice), ReactParser)
+        case "mistral" if request.tools or _has_tool_turns(request):
+            active = request.tool_choice != "none"
+            prompt = mistral_prompt(request.messages, request.tools if active else (),
+                                    bos_token=template.bos_token, eos_token=template.eos_token)
+            required = request.tool_choice not in ("auto", "none")
+            grammar = mistral_calls_grammar(request.tools, request.tool_choice, parallel=request.parallel_tool_calls)
+            return OutputPlan(prompt, grammar if required else None, MistralParser if active else None)
+    prompt = template.render(request.messages)
+    if request.response_format is not None:
+        schema = request.response_format.schema_json
+        return OutputPlan(prompt, json_grammar(json.loads(schema) if schema else None))
+    return OutputPlan(prompt)
