@@ -28,6 +28,7 @@ from faisca.catalog import Catalog
 from faisca.engine.weights import resolve_gguf
 from servers import free_port, running
 
+GEMMA3_TEMPLATE = Path(__file__).parents[1] / "src" / "faisca" / "chat" / "templates" / "gemma3.jinja"
 PROMPT_TOKENS = 131
 GENERATED_TOKENS = 128
 END_TOKENS_BANNED = {"1": -100, "106": -100}  # Gemma 3's <eos> and <end_of_turn>
@@ -72,14 +73,16 @@ async def one_request(client: AsyncOpenAI, model: str, prompt: str) -> RequestTi
     stream = await client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": prompt}], max_tokens=GENERATED_TOKENS, temperature=0,
         logit_bias=END_TOKENS_BANNED, stream=True, stream_options={"include_usage": True})  # type: ignore[arg-type]
-    num_tokens = None
+    num_tokens = prompt_tokens = None
     async for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             stamps.append(time.perf_counter())
         if chunk.usage is not None:
-            num_tokens = chunk.usage.completion_tokens
+            num_tokens, prompt_tokens = chunk.usage.completion_tokens, chunk.usage.prompt_tokens
     if num_tokens is None:  # llama_cpp.server sends no usage chunk; it streams one chunk per token
         num_tokens = len(stamps)
+    if prompt_tokens is not None:
+        assert prompt_tokens == PROMPT_TOKENS, f"the server saw a {prompt_tokens}-token prompt"
     return RequestTiming(stamps[0] - started_s, (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1), num_tokens)
 
 
@@ -146,7 +149,9 @@ def main() -> None:
         port = free_port()
         others["llama-server"] = bench_server(
             "llama-server", [str(args.llama_server), "-m", str(gguf), "-t", str(args.threads), "-tb", str(args.threads),
-                             "-c", str(CONTEXT_TOKENS * max(levels)), "-np", str(max(levels)), "--chat-template", "gemma",
+                             "-c", str(CONTEXT_TOKENS * max(levels)), "-np", str(max(levels)),
+                             # the template as a file: with Jinja on, `--chat-template gemma` is a 1-word template
+                             "--chat-template-file", str(GEMMA3_TEMPLATE),
                              "--port", str(port)],
             "/health", "gemma", port, prompts, levels, args.requests)
     if not args.skip_peer:

@@ -94,7 +94,7 @@ def _print_models(catalog: Catalog) -> None:
     header = ("ID", "NAME", "VERSION", "CONTEXT", "INPUT", "TOOLS", "LORA", "LTS", "WEIGHTS")
     rows = [
         (card.id, card.name, card.version, f"{card.context_length // 1024}k", card.input,
-         _yes_no(card.tool_calling), _yes_no(card.lora), _yes_no(card.long_term_support), _weights_label(card))
+         card.tool_calling_label, _yes_no(card.lora), _yes_no(card.long_term_support), _weights_label(card))
         for card in catalog
     ]
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
@@ -106,7 +106,7 @@ def _print_card(card: ModelCard) -> None:
     fields = [
         ("id", card.id), ("name", card.name), ("version", card.version), ("category", card.category),
         ("size", card.size), ("hugging face", card.hf_id), ("license", card.license),
-        ("tool calling", _yes_no(card.tool_calling)), ("long-term support", _yes_no(card.long_term_support)),
+        ("tool calling", card.tool_calling_label), ("long-term support", _yes_no(card.long_term_support)),
         ("context length", f"{card.context_length} tokens"), ("lora", _yes_no(card.lora)),
         ("input", card.input), ("aliases", ", ".join(card.aliases) or "-"), ("engine", card.runtime.engine),
         ("weights", _weights_label(card)),

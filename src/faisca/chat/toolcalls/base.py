@@ -130,3 +130,31 @@ class JsonValueScanner:
                 if self._depth <= 0:
                     return index + 1
         return None
+
+
+class StateMachineParser:
+    """The loop both formats' parsers share: `feed` appends text, then steps run while they change the state (each
+    step consumes what it can decide on now); `finish` runs them once more knowing no text will follow."""
+
+    def __init__(self, state: str) -> None:
+        self._state = state
+        self._pending = ""
+
+    def feed(self, text: str) -> list[ParsedEvent]:
+        self._pending += text
+        return self._run(final=False)
+
+    def finish(self) -> list[ParsedEvent]:
+        return self._run(final=True)
+
+    def _run(self, *, final: bool) -> list[ParsedEvent]:
+        events: list[ParsedEvent] = []
+        while True:
+            state = self._state
+            self._step(state, events, final)
+            if self._state == state:
+                return events
+
+    def _step(self, state: str, events: list[ParsedEvent], final: bool) -> None:
+        raise NotImplementedError
+

@@ -28,6 +28,7 @@ from faisca.chat.toolcalls.base import (
     ParsedCallStart,
     ParsedEvent,
     ParsedText,
+    StateMachineParser,
     nine_char_id,
     partial_marker_length,
 )
@@ -135,7 +136,7 @@ def _parse_calls(text: str) -> list[tuple[str, str]] | None:
     return parsed
 
 
-class MistralParser:
+class MistralParser(StateMachineParser):
     """Parses V7 output: text streams as is (holding back a possible start of `[TOOL_CALLS]`); after `[TOOL_CALLS]`
     the JSON array is buffered until complete, then each call comes out whole. Whitespace right after an array is
     dropped; a later `[TOOL_CALLS]` starts more calls. An array cut off at the end (or not a list of named calls)
@@ -143,35 +144,22 @@ class MistralParser:
     """
 
     def __init__(self) -> None:
-        self._state = "text"
-        self._pending = ""
+        super().__init__("text")
         self._raw = ""  # "[TOOL_CALLS]" and the whitespace after it
         self._array = ""  # the array's text so far
         self._scanner = JsonValueScanner()
         self._calls = 0
 
-    def feed(self, text: str) -> list[ParsedEvent]:
-        self._pending += text
-        return self._run(final=False)
-
-    def finish(self) -> list[ParsedEvent]:
-        return self._run(final=True)
-
-    def _run(self, *, final: bool) -> list[ParsedEvent]:
-        events: list[ParsedEvent] = []
-        while True:
-            state = self._state
-            match state:
-                case "text":
-                    self._step_text(events, final)
-                case "before_array":
-                    self._step_before_array(events, final)
-                case "array":
-                    self._step_array(events, final)
-                case _:
-                    self._step_after_array()
-            if self._state == state:
-                return events
+    def _step(self, state: str, events: list[ParsedEvent], final: bool) -> None:
+        match state:
+            case "text":
+                self._step_text(events, final)
+            case "before_array":
+                self._step_before_array(events, final)
+            case "array":
+                self._step_array(events, final)
+            case _:
+                self._step_after_array()
 
     def _step_text(self, events: list[ParsedEvent], final: bool) -> None:
         pending = self._pending

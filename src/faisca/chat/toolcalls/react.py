@@ -30,6 +30,7 @@ from faisca.chat.toolcalls.base import (
     ParsedEvent,
     ParsedReasoning,
     ParsedText,
+    StateMachineParser,
     ascii_lower,
     partial_marker_length,
 )
@@ -189,7 +190,7 @@ def _call_arguments(action_input: Any) -> str:
     return json.dumps(action_input, ensure_ascii=False, separators=(",", ":"))
 
 
-class ReactParser:
+class ReactParser(StateMachineParser):
     """Parses ReAct output: "Thought:" text as reasoning, then one Action blob (a tool call or the final answer).
 
     The thought streams as it comes (holding back what could be the start of "Action:", which must begin a line);
@@ -199,42 +200,29 @@ class ReactParser:
     """
 
     def __init__(self) -> None:
-        self._state = "start"
-        self._pending = ""
+        super().__init__("start")
         self._raw_action = ""  # "Action:" and what followed it: the text to give back if the blob goes wrong
         self._blob = ""
         self._scanner = JsonValueScanner()
         self._calls = 0
         self._thought_started = False  # some reasoning went out: "Action:" now counts only at a line's start
 
-    def feed(self, text: str) -> list[ParsedEvent]:
-        self._pending += text
-        return self._run(final=False)
-
-    def finish(self) -> list[ParsedEvent]:
-        return self._run(final=True)
-
-    def _run(self, *, final: bool) -> list[ParsedEvent]:
-        events: list[ParsedEvent] = []
-        while True:
-            state = self._state
-            match state:
-                case "start":
-                    self._step_start(final)
-                case "plain":
-                    self._step_plain(events)
-                case "thought_lead":
-                    self._step_thought_lead()
-                case "thought":
-                    self._step_thought(events, final)
-                case "action":
-                    self._step_action(events, final)
-                case "blob":
-                    self._step_blob(events, final)
-                case _:
-                    self._pending = ""  # "done": what follows the action is dropped
-            if self._state == state:
-                return events
+    def _step(self, state: str, events: list[ParsedEvent], final: bool) -> None:
+        match state:
+            case "start":
+                self._step_start(final)
+            case "plain":
+                self._step_plain(events)
+            case "thought_lead":
+                self._step_thought_lead()
+            case "thought":
+                self._step_thought(events, final)
+            case "action":
+                self._step_action(events, final)
+            case "blob":
+                self._step_blob(events, final)
+            case _:
+                self._pending = ""  # "done": what follows the action is dropped
 
     # Each step consumes what it can decide on now and may change state; `_run` repeats while the state changes.
 
