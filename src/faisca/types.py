@@ -99,6 +99,8 @@ class ChatRequest:
     tool_choice: ToolChoice = "auto"
     parallel_tool_calls: bool = True
     response_format: ResponseFormat | None = None
+    # A prompt sent as is, without the chat template (Ollama's `raw`); `messages` is then empty.
+    raw_prompt: str | None = None
 
 
 @dataclass(frozen=True)

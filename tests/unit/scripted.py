@@ -25,6 +25,7 @@ class ScriptedEngine:
 
     max_context_tokens = 64
     vocab_size = 100
+    metadata = {"general.architecture": "scripted"}
     stats = EngineStats(0, 0)
     tokens = ModelTokens(bos_text="<s>", eos_text="</s>")
 

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faisca import __version__
 from faisca.api.errors import error_response, install_error_handlers
+from faisca.api.ollama.routes import build_router as build_ollama_router
 from faisca.api.openai.routes import build_router as build_openai_router
 from faisca.config import Settings
 from faisca.errors import NotReady
@@ -61,7 +62,9 @@ def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
 
     app = FastAPI(title="faisca", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
-    app.include_router(build_openai_router(service, settings, started_at=int(time.time())))
+    started_at = int(time.time())
+    app.include_router(build_openai_router(service, settings, started_at=started_at))
+    app.include_router(build_ollama_router(service, settings, started_at=started_at))
 
     app.add_middleware(_CountResponses, metrics=metrics)
 

@@ -1,4 +1,4 @@
-"""The one place where exceptions become HTTP error bodies (OpenAI shape; `/api` gets Ollama's later)."""
+"""The one place where exceptions become HTTP error bodies: OpenAI's shape, and Ollama's `{"error": "…"}` under /api."""
 
 from __future__ import annotations
 
@@ -18,9 +18,14 @@ def openai_error_body(exc: FaiscaError) -> dict[str, object]:
     return {"error": {"message": exc.message, "type": exc.error_type, "param": exc.param, "code": exc.code}}
 
 
-def error_response(exc: FaiscaError) -> JSONResponse:
+def ollama_error_body(exc: FaiscaError) -> dict[str, object]:
+    return {"error": exc.message}
+
+
+def error_response(exc: FaiscaError, *, path: str = "/v1") -> JSONResponse:
     headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
-    return JSONResponse(openai_error_body(exc), status_code=exc.status_code, headers=headers)
+    body = ollama_error_body(exc) if path.startswith("/api/") else openai_error_body(exc)
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 def _http_error(status_code: int, message: str) -> FaiscaError:
@@ -32,21 +37,21 @@ def _http_error(status_code: int, message: str) -> FaiscaError:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def on_faisca_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_faisca_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, FaiscaError)
-        return error_response(exc)
+        return error_response(exc, path=request.url.path)
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         message = f"{request.method} {request.url.path}: {exc.detail}"
-        return error_response(_http_error(exc.status_code, message))
+        return error_response(_http_error(exc.status_code, message), path=request.url.path)
 
-    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(InvalidRequest(str(exc)))
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(InvalidRequest(str(exc)), path=request.url.path)
 
     async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(FaiscaError("The server had an error while processing your request."))
+        return error_response(FaiscaError("The server had an error while processing your request."), path=request.url.path)
 
     app.add_exception_handler(FaiscaError, on_faisca_error)
     app.add_exception_handler(HTTPException, on_http_error)

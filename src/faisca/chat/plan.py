@@ -38,6 +38,8 @@ def _has_tool_turns(request: ChatRequest) -> bool:
 
 
 def plan_chat(card: ModelCard, template: ChatTemplate, request: ChatRequest) -> OutputPlan:
+    if request.raw_prompt is not None:
+        return _with_response_format(request.raw_prompt, request)
     if (request.tools or _has_tool_turns(request)) and not card.accepts_tools:
         raise UnsupportedCapability(f"tools: the model `{card.id}` cannot call tools.", param="tools")
     match card.tool_format:
@@ -51,7 +53,10 @@ def plan_chat(card: ModelCard, template: ChatTemplate, request: ChatRequest) -> 
             required = request.tool_choice not in ("auto", "none")
             grammar = mistral_calls_grammar(request.tools, request.tool_choice, parallel=request.parallel_tool_calls)
             return OutputPlan(prompt, grammar if required else None, MistralParser if active else None)
-    prompt = template.render(request.messages)
+    return _with_response_format(template.render(request.messages), request)
+
+
+def _with_response_format(prompt: str, request: ChatRequest) -> OutputPlan:
     if request.response_format is not None:
         schema = request.response_format.schema_json
         return OutputPlan(prompt, json_grammar(json.loads(schema) if schema else None))

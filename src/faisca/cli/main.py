@@ -10,6 +10,7 @@ from pathlib import Path
 
 from faisca import __version__
 from faisca.catalog import Catalog, ModelCard
+from faisca.client import Client, FaiscaClientError
 from faisca.catalog.catalog import CardError
 from faisca.config import DEFAULT_MODEL_ID, Settings
 from faisca.engine.weights import missing_weights_message
@@ -71,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", default=None, metavar="KEY",
                        help="require `Authorization: Bearer KEY` on /v1 (default: no key)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    run = commands.add_parser("run", help="chat with a model on a running faisca server",
+                              description="Chat with a model on a running server, streaming to the terminal. With a "
+                                          "prompt: one answer; without: an interactive chat (/bye or Ctrl-D to end).")
+    run.add_argument("model", metavar="MODEL", help="id, Hugging Face id or alias")
+    run.add_argument("prompt", metavar="PROMPT", nargs="?", help="one prompt to answer (default: interactive)")
+    run.add_argument("--url", default=None, help="the server (default: $FAISCA_URL or http://127.0.0.1:8080)")
+    run.add_argument("--api-key", default=None, metavar="KEY", help="the server's API key, if it needs one")
+    run.add_argument("--max-tokens", type=_count(1), default=None, metavar="N", help="bound each answer")
 
     commands.add_parser("models", help="list the model catalog with capabilities")
     show = commands.add_parser("show", help="show one model card")
@@ -147,8 +157,51 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
     return 0
 
 
+def _stream_answer(client: Client, args: argparse.Namespace, messages: list[dict[str, str]]) -> str:
+    payload: dict[str, object] = {"stream": True, "messages": messages}
+    if args.max_tokens:
+        payload["max_tokens"] = args.max_tokens
+    pieces = []
+    for chunk in client.run(args.model, payload):  # type: ignore[union-attr]
+        for choice in chunk.get("choices", []):
+            if text := choice.get("delta", {}).get("content"):
+                pieces.append(text)
+                print(text, end="", flush=True)
+    print()
+    return "".join(pieces)
+
+
+def _run(args: argparse.Namespace) -> int:
+    client = Client(args.url, args.api_key)
+    try:
+        if args.prompt is not None:
+            _stream_answer(client, args, [{"role": "user", "content": args.prompt}])
+            return 0
+        history: list[dict[str, str]] = []
+        while True:
+            try:
+                line = input(">>> ")
+            except EOFError:
+                print()
+                return 0
+            if line.strip() in ("/bye", "/exit"):
+                return 0
+            if not line.strip():
+                continue
+            history.append({"role": "user", "content": line})
+            history.append({"role": "assistant", "content": _stream_answer(client, args, history)})
+    except FaiscaClientError as exc:
+        print(f"faisca: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print()
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":  # a client: it needs no catalog
+        return _run(args)
     try:
         catalog = Catalog.from_dirs(*args.cards_dir)
         match args.command:

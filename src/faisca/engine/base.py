@@ -6,7 +6,7 @@ engine stops producing tokens and frees what the sequence held.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
@@ -67,6 +67,11 @@ class Engine(Protocol):
 
     @property
     def vocab_size(self) -> int: ...
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        """The weights' metadata (GGUF keys such as `general.architecture`)."""
+        ...
 
     @property
     def stats(self) -> EngineStats: ...

@@ -145,7 +145,8 @@ class LlamaCppEngine:
         )
         self._bos = bos
         self._add_bos = bool(model.add_bos_token()) and bos >= 0  # type: ignore[attr-defined]
-        self._chat_template = model.metadata().get("tokenizer.chat_template")  # type: ignore[attr-defined]
+        self._metadata: dict[str, str] = model.metadata()  # type: ignore[attr-defined]
+        self._chat_template = self._metadata.get("tokenizer.chat_template")
         end_tokens = [eos] + [t for t in range(self._num_vocab) if t != eos and llama_cpp.llama_vocab_is_eog(self._vocab, t)]
         self._constraints = ConstraintCompiler(self._vocab, num_vocab=self._num_vocab, end_tokens=end_tokens)
         self._request_ids = itertools.count()
@@ -207,6 +208,10 @@ class LlamaCppEngine:
     @property
     def chat_template_source(self) -> str | None:
         return self._chat_template
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self._metadata
 
     @property
     def vocab_size(self) -> int:

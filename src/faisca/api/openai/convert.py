@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import jsonschema
-
 from faisca.catalog import ModelCard
+from faisca.chat.tooldefs import checked_schema, tools_from_definitions
 from faisca.errors import InvalidRequest, UnsupportedCapability
 from faisca.service import ChatResult
 from faisca.types import (
@@ -110,39 +107,14 @@ def _or_default(body: Mapping[str, Any], key: str, default: Any) -> Any:
     return default if value is None else value
 
 
-TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-
-
 def _refuse_unimplemented(body: Mapping[str, Any]) -> None:
     """Features a client would silently lose are refused instead, until faisca implements them."""
     if body.get("logprobs") or body.get("top_logprobs"):
         raise UnsupportedCapability("logprobs: token log probabilities are not implemented yet.", param="logprobs")
 
 
-def _checked_schema(schema: Any, *, param: str, what: str) -> str:
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise InvalidRequest(f"{param}: {what} is not a valid JSON Schema: {exc.message}", param=param) from exc
-    return json.dumps(schema, ensure_ascii=False)
-
-
 def _tools_from_wire(body: Mapping[str, Any], card: ModelCard) -> tuple[tuple[Tool, ...], str]:
-    wire_tools = body.get("tools") or []
-    if wire_tools and not card.accepts_tools:
-        raise UnsupportedCapability(f"tools: the model `{card.id}` cannot call tools.", param="tools")
-    tools = []
-    for index, wire_tool in enumerate(wire_tools):
-        function = wire_tool["function"]
-        name = function["name"]
-        if not TOOL_NAME.fullmatch(name):
-            raise InvalidRequest(f"tools.{index}.function.name: `{name}` must match ^[a-zA-Z0-9_-]{{1,64}}$.",
-                                 param=f"tools.{index}.function.name")
-        parameters = function.get("parameters") or {"type": "object", "properties": {}}
-        tools.append(Tool(name, function.get("description") or "", _checked_schema(
-            parameters, param=f"tools.{index}.function.parameters", what=f"the parameters of tool `{name}`")))
-    if len({tool.name for tool in tools}) != len(tools):
-        raise InvalidRequest("tools: tool names must be unique.", param="tools")
+    tools = tools_from_definitions(body.get("tools") or [], card)
     choice = body.get("tool_choice") or "auto"
     if isinstance(choice, Mapping):
         choice = choice["function"]["name"]
@@ -162,7 +134,7 @@ def _response_format_from_wire(body: Mapping[str, Any]) -> ResponseFormat | None
     schema = wire["json_schema"].get("schema")
     if schema is None:
         return ResponseFormat()
-    return ResponseFormat(_checked_schema(schema, param="response_format.json_schema.schema", what="the schema"))
+    return ResponseFormat(checked_schema(schema, param="response_format.json_schema.schema", what="the schema"))
 
 
 def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:

@@ -1,0 +1,124 @@
+"""`/api` routes: version, tags, show, ps, generate, chat (NDJSON streaming, `{"error": "…"}` errors)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from faisca.api.body import read_json_object
+from faisca.api.errors import ollama_error_body
+from faisca.api.ollama import convert
+from faisca.api.ollama.protocol import OLLAMA_API_VERSION
+from faisca.api.streaming import as_faisca_error, dumps, unless_disconnected
+from faisca.catalog import ModelCard
+from faisca.config import Settings
+from faisca.engine.weights import resolve_gguf
+from faisca.errors import FaiscaError, InvalidRequest, ModelNotFound
+from faisca.service import ChatService
+
+
+def build_router(service: ChatService, settings: Settings, *, started_at: int) -> APIRouter:
+    router = APIRouter(prefix="/api")
+    modified_at = datetime.fromtimestamp(started_at, timezone.utc).isoformat().replace("+00:00", "Z")
+
+    def resolve(body: Mapping[str, Any]) -> ModelCard:
+        name = body.get("model") or body.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest("model is required", param="model")
+        try:
+            return service.catalog.resolve(name)
+        except ModelNotFound:
+            if name.endswith(":latest"):
+                return service.catalog.resolve(name.removesuffix(":latest"))
+            raise ModelNotFound(f"model '{name}' not found", param="model") from None
+
+    def metadata(card: ModelCard) -> Mapping[str, str]:
+        served = next((m for m in service.registry.ready_models() if m.card.id == card.id), None)
+        return served.engine.metadata if served else {}
+
+    def listing(card: ModelCard) -> dict[str, Any]:
+        try:
+            size = resolve_gguf(card).stat().st_size
+        except (FaiscaError, OSError):
+            size = 0
+        digest = hashlib.sha256(f"{card.id}:{card.version}:{size}".encode()).hexdigest()
+        name = convert.model_name(card)
+        return {"name": name, "model": name, "modified_at": modified_at, "size": size, "digest": digest,
+                "details": convert.model_details(card, metadata(card))}
+
+    @router.get("/version")
+    async def version() -> dict[str, str]:
+        return {"version": OLLAMA_API_VERSION}
+
+    @router.get("/tags")
+    async def tags() -> dict[str, Any]:
+        return {"models": [listing(card) for card in service.registry.served_cards]}
+
+    @router.get("/ps")
+    async def running_models() -> dict[str, Any]:
+        return {"models": [
+            {**listing(served.card), "expires_at": "0001-01-01T00:00:00Z", "size_vram": 0,
+             "context_length": served.engine.max_context_tokens}
+            for served in service.registry.ready_models()
+        ]}
+
+    @router.post("/show")
+    async def show(request: Request) -> dict[str, Any]:
+        card = resolve(await read_json_object(request, max_bytes=settings.max_body_bytes))
+        details = convert.model_details(card, metadata(card))
+        return {
+            "license": card.license,
+            "modelfile": f"# faisca model card {card.id}\nFROM {card.hf_id}\n",
+            "parameters": "",
+            "template": "",
+            "details": details,
+            "model_info": {
+                "general.architecture": details["family"],
+                "general.basename": card.name,
+                f"{details['family']}.context_length": card.context_length,
+            },
+            "capabilities": convert.capabilities(card),
+            "modified_at": modified_at,
+        }
+
+    async def answer(request: Request, *, chat: bool) -> JSONResponse | StreamingResponse:
+        body = await read_json_object(request, max_bytes=settings.max_body_bytes)
+        card = resolve(body)
+        name = body["model"] if isinstance(body.get("model"), str) else convert.model_name(card)
+        if not chat and not body.get("prompt") and not body.get("raw") and not body.get("images"):
+            service.registry.get(card)  # an empty prompt loads the model (here: checks it is ready)
+            return JSONResponse({"model": name, "created_at": convert.now_iso(), "response": "", "done": True,
+                                 "done_reason": "load"})
+        chat_request = convert.from_chat(body, card) if chat else convert.from_generate(body, card)
+        lines = convert.to_lines(await service.start_chat(chat_request), model=name, chat=chat)
+        if body.get("stream", True):
+            return StreamingResponse(_ndjson(lines), media_type="application/x-ndjson")
+        return JSONResponse(convert.fold_lines(await unless_disconnected(request, _collect(lines)), chat=chat))
+
+    @router.post("/generate", response_model=None)
+    async def generate(request: Request) -> JSONResponse | StreamingResponse:
+        return await answer(request, chat=False)
+
+    @router.post("/chat", response_model=None)
+    async def chat(request: Request) -> JSONResponse | StreamingResponse:
+        return await answer(request, chat=True)
+
+    return router
+
+
+async def _collect(lines: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line async for line in lines]
+
+
+async def _ndjson(lines: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    """One JSON object per line; an error after the first line is one in-band `{"error": …}` line."""
+    try:
+        async for line in lines:
+            yield dumps(line) + "\n"
+    except Exception as exc:  # the status line is gone: report in band
+        yield dumps(ollama_error_body(as_faisca_error(exc))) + "\n"
