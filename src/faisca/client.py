@@ -62,7 +62,9 @@ def _sse_payload(line: str) -> dict[str, Any] | None:
     return chunk
 
 
-class Client:
+class _Server:
+    """Where the server is: a fixed `base_url`, or (None) `FAISCA_URL` at each call."""
+
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout_s: float = 600) -> None:
         self._base_url = base_url
         self._api_key = api_key
@@ -72,6 +74,8 @@ class Client:
     def base_url(self) -> str:
         return _base_url(self._base_url)
 
+
+class Client(_Server):
     def run(self, model: str, payload: Mapping[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
         if payload.get("stream"):
             return self._stream(model, payload)
@@ -95,16 +99,7 @@ class Client:
             raise FaiscaClientError(f"cannot reach faisca at {self.base_url}: {exc}") from exc
 
 
-class AsyncClient:
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout_s: float = 600) -> None:
-        self._base_url = base_url
-        self._api_key = api_key
-        self._timeout_s = timeout_s
-
-    @property
-    def base_url(self) -> str:
-        return _base_url(self._base_url)
-
+class AsyncClient(_Server):
     async def run(self, model: str, payload: Mapping[str, Any]) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
         if payload.get("stream"):
             return self._stream(model, payload)
