@@ -81,8 +81,10 @@ def test_four_concurrent_requests_are_clearly_faster_than_four_in_a_row(server: 
 
 
 def test_batched_greedy_output_equals_alone(client: openai.OpenAI, server: RunningServer) -> None:
+    """The first 8 greedy tokens are the same alone and in a batch of 5 (batches go through other kernels than a
+    single sequence, so later near-ties may round apart: the issue asks for ≥ 8 identical tokens)."""
     def ask(index: int) -> dict:
-        return {"model": GEMMA, "messages": prompt(index), "max_tokens": 12, "temperature": 0, "logit_bias": NO_END}
+        return {"model": GEMMA, "messages": prompt(index), "max_tokens": 8, "temperature": 0, "logit_bias": NO_END}
 
     alone = client.chat.completions.create(**ask(0)).choices[0].message.content  # type: ignore[arg-type]
 
