@@ -44,10 +44,11 @@ class _CountResponses:
 
 
 def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
-    metrics = Metrics(lambda: {
-        served.card.id: (served.engine.stats.num_running, served.engine.stats.num_waiting)
-        for served in registry.ready_models()
-    })
+    def queue_lengths() -> dict[str, tuple[int, int]]:
+        stats = {served.card.id: served.engine.stats for served in registry.ready_models()}  # one snapshot each
+        return {model: (stat.num_running, stat.num_waiting) for model, stat in stats.items()}
+
+    metrics = Metrics(queue_lengths)
     limits = AdmissionLimits(max_running=settings.max_num_seqs, max_waiting=settings.max_queue)
     service = ChatService(registry, limits=limits, metrics=metrics)
 

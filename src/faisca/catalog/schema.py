@@ -52,23 +52,19 @@ def _properties(card: ModelCard) -> Schema:
             "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
         },
     }
-    nullable_refs = ["ResponseFormat"]
+    nullable_refs = {"response_format": "ResponseFormat"}  # field -> component
     if card.accepts_tools:
         optional["tools"] = {"type": "array", "items": _ref("ToolDefinition")}
         optional["parallel_tool_calls"] = {"type": "boolean"}
-        nullable_refs.append("ToolChoice")
+        nullable_refs["tool_choice"] = "ToolChoice"
     stop = [{"type": "null"}, {"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]
     return {
         "model": {"type": "string"},
         "messages": {"type": "array", "minItems": 1, "items": _ref("Message")},
         **{name: {**field, "type": [field["type"], "null"]} for name, field in optional.items()},
         "stop": {"oneOf": stop},
-        **{_snake(name): {"oneOf": [{"type": "null"}, _ref(name)]} for name in nullable_refs},
+        **{field: {"oneOf": [{"type": "null"}, _ref(component)]} for field, component in nullable_refs.items()},
     }
-
-
-def _snake(name: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 def _components(card: ModelCard) -> Schema:

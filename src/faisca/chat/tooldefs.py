@@ -10,8 +10,7 @@ from typing import Any
 
 import jsonschema
 
-from faisca.catalog import ModelCard
-from faisca.errors import InvalidRequest, UnsupportedCapability
+from faisca.errors import InvalidRequest
 from faisca.types import Tool
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -26,9 +25,8 @@ def checked_schema(schema: Any, *, param: str, what: str) -> str:
     return json.dumps(schema, ensure_ascii=False)
 
 
-def tools_from_definitions(definitions: Sequence[Mapping[str, Any]], card: ModelCard) -> tuple[Tool, ...]:
-    if definitions and not card.accepts_tools:
-        raise UnsupportedCapability(f"tools: the model `{card.id}` cannot call tools.", param="tools")
+def tools_from_definitions(definitions: Sequence[Mapping[str, Any]]) -> tuple[Tool, ...]:
+    """Whether the model can call them is the request plan's check (`faisca.chat.plan`)."""
     tools = []
     for index, definition in enumerate(definitions):
         function = definition.get("function")

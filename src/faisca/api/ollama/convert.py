@@ -145,7 +145,7 @@ def _chat_message(index: int, wire: Any) -> Message:
 
 def from_chat(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
     messages = _require(body, "messages", list, "messages must be a list")
-    tools = tools_from_definitions(body.get("tools") or [], card)
+    tools = tools_from_definitions(body.get("tools") or [])
     return ChatRequest(
         card.id,
         tuple(_chat_message(index, message) for index, message in enumerate(messages)),

@@ -114,7 +114,7 @@ def _refuse_unimplemented(body: Mapping[str, Any]) -> None:
 
 
 def _tools_from_wire(body: Mapping[str, Any], card: ModelCard) -> tuple[tuple[Tool, ...], str]:
-    tools = tools_from_definitions(body.get("tools") or [], card)
+    tools = tools_from_definitions(body.get("tools") or [])
     choice = body.get("tool_choice") or "auto"
     if isinstance(choice, Mapping):
         choice = choice["function"]["name"]

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from faisca.catalog import Catalog
+from faisca.chat.plan import plan_chat
+from faisca.chat.template import ChatTemplate
+from faisca.errors import UnsupportedCapability
+from faisca.types import ChatRequest, Message, Tool, ToolCall
+from tests.unit.scripted import CHATML
+
+TEMPLATE = ChatTemplate(CHATML, bos_token="<s>", eos_token="</s>")
+
+
+def test_tools_or_tool_turns_to_a_card_without_a_tool_format_are_refused(catalog: Catalog) -> None:
+    card = catalog.resolve("smollm2").model_copy(update={"tool_format": None})
+    with pytest.raises(UnsupportedCapability) as caught:
+        plan_chat(card, TEMPLATE, ChatRequest(card.id, (Message("user", "hi"),), tools=(Tool("f"),)))
+    assert caught.value.param == "tools"
+    history = (Message("user", "hi"), Message("assistant", None, (ToolCall("a1b2c3d4e", "f", "{}"),)))
+    with pytest.raises(UnsupportedCapability):
+        plan_chat(card, TEMPLATE, ChatRequest(card.id, history))
+
+
+def test_plain_chat_and_react_plans(catalog: Catalog) -> None:
+    card = catalog.resolve("smollm2")
+    plain = plan_chat(card, TEMPLATE, ChatRequest(card.id, (Message("user", "hi"),)))
+    assert plain.grammar is None and plain.new_parser is None and plain.prompt == "user: hi\n"
+    react = plan_chat(card, TEMPLATE, ChatRequest(card.id, (Message("user", "hi"),), tools=(Tool("f"),),
+                                                  tool_choice="required"))
+    assert react.grammar is not None and '"f"' in react.grammar and react.new_parser is not None
