@@ -33,7 +33,7 @@ async def ms_per_token(engine: LlamaCppEngine, *, constrained: bool) -> float:
     sampling = SamplingParams(temperature=0.0, logit_bias=((1, -100.0), (106, -100.0)))
     constraint = engine.compile_constraint(json_grammar(SCHEMA)) if constrained else None
     stamps = []
-    async for event in engine.generate(engine.tokenize(PROMPT), sampling, NUM_TOKENS, constraint):
+    async for event in engine.generate(engine.encode_prompt(PROMPT), sampling, NUM_TOKENS, constraint):
         if isinstance(event, TokenOut):
             stamps.append(time.perf_counter())
     assert len(stamps) == NUM_TOKENS, len(stamps)

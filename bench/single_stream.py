@@ -37,7 +37,7 @@ CONTEXT_TOKENS = 2048
 
 def measure_engine(gguf: Path, threads: int, num_tokens: int) -> tuple[float, float, int]:
     engine = LlamaCppEngine.load(gguf, name="bench", max_context_tokens=CONTEXT_TOKENS, num_threads=threads)
-    prompt = engine.tokenize(f"<bos><start_of_turn>user\n{PROMPT}<end_of_turn>\n<start_of_turn>model\n")
+    prompt = engine.encode_prompt(f"<bos><start_of_turn>user\n{PROMPT}<end_of_turn>\n<start_of_turn>model\n")
 
     async def run() -> tuple[float, float, int]:
         started = time.perf_counter()

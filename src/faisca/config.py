@@ -21,5 +21,8 @@ class Settings:
     max_batch_tokens: int = 512  # tokens per llama_decode step (prompt chunks + one per decoding sequence)
     api_key: str | None = None
     max_body_bytes: int = 32 * 1024 * 1024
+    max_image_bytes: int = 20 * 1024 * 1024  # one image, encoded (sent or fetched)
+    max_image_pixels: int = 8192 * 8192  # one image, decoded; checked from its header before decoding
+    image_fetch_timeout_s: float = 15.0  # one image URL, redirects included
     weights_paths: tuple[tuple[str, Path], ...] = ()  # (model id, GGUF path) from --weights
     cards_dirs: tuple[Path, ...] = field(default_factory=tuple)

@@ -6,6 +6,7 @@ status code) and returns the event stream; the non-streaming answer is `fold_cha
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -17,8 +18,9 @@ from faisca.chat.stops import StopMatcher
 from faisca.chat.toolcalls.base import (
     ParsedCallArguments, ParsedCallStart, ParsedEvent, ParsedReasoning, ParsedText, ToolCallParser, new_call_id,
 )
-from faisca.engine.base import Constraint, PromptAccepted
+from faisca.engine.base import Constraint, EnginePrompt, PromptAccepted
 from faisca.errors import ContextLengthExceeded, InvalidRequest, UnsupportedCapability
+from faisca.images import ImageLoader
 from faisca.metrics import Metrics
 from faisca.registry import ModelRegistry, ServedModel
 from faisca.scheduler.admission import Admission, AdmissionLimits, AdmittedStream
@@ -28,17 +30,18 @@ from faisca.types import (
 )
 
 
-def check_capabilities(card: ModelCard, request: ChatRequest) -> None:
-    if card.accepts_images:
-        return
-    for message_index, message in enumerate(request.messages):
-        if isinstance(message.content, tuple):
-            for part_index, part in enumerate(message.content):
-                if isinstance(part, ImagePart):
-                    raise UnsupportedCapability(
-                        f"The model `{card.id}` takes text only; it cannot read images.",
-                        param=f"messages.{message_index}.content.{part_index}",
-                    )
+def image_sources(request: ChatRequest) -> list[tuple[str, str]]:
+    """The request's images in prompt order, as (URL or data URI, the request field it came from)."""
+    return [
+        (part.url, part.param or f"messages.{message_index}.content.{part_index}.image_url")
+        for message_index, message in enumerate(request.messages) if isinstance(message.content, tuple)
+        for part_index, part in enumerate(message.content) if isinstance(part, ImagePart)
+    ]
+
+
+def check_capabilities(card: ModelCard, sources: list[tuple[str, str]]) -> None:
+    if sources and not card.accepts_images:
+        raise UnsupportedCapability(f"The model `{card.id}` takes text only; it cannot read images.", param=sources[0][1])
 
 
 def check_logit_bias(sampling: SamplingParams, vocab_size: int) -> None:
@@ -71,32 +74,45 @@ def max_new_tokens_for(num_prompt_tokens: int, requested_max_tokens: int | None,
 
 class ChatService:
     def __init__(self, registry: ModelRegistry, *, limits: AdmissionLimits | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, images: ImageLoader | None = None) -> None:
         self.registry = registry
         self.catalog = registry.catalog
         self.metrics = metrics or Metrics()
+        self._images = images or ImageLoader()
         self._limits = limits or AdmissionLimits()
         self._admissions: dict[str, Admission] = {}
 
     def _admission(self, card: ModelCard) -> Admission:
         return self._admissions.setdefault(card.id, Admission(card.id, self._limits))
 
+    async def aclose(self) -> None:
+        await self._images.aclose()
+
     async def start_chat(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         card = self.catalog.resolve(request.model_id)
-        check_capabilities(card, request)
+        sources = image_sources(request)
+        check_capabilities(card, sources)
         served = self.registry.get(card)
+        image_marker = served.engine.image_marker
+        if sources and image_marker is None:
+            raise UnsupportedCapability(
+                f"The model `{card.id}` is served without its image projector, so it cannot read images here; "
+                f"serve it with `--mmproj FILE`.", param=sources[0][1],
+            )
         check_logit_bias(request.sampling, served.engine.vocab_size)
-        plan = plan_chat(card, served.template, request)
+        plan = plan_chat(card, served.template, request, image_marker=image_marker)
         first_constraint = served.engine.compile_constraint(plan.grammar) if plan.grammar is not None else None
-        prompt_tokens = served.engine.tokenize(plan.prompt)
-        max_new_tokens = max_new_tokens_for(
-            len(prompt_tokens), request.sampling.max_tokens, served.engine.max_context_tokens
-        )
+        if sources:
+            images = await self._images.load_all(sources)
+            prompt = await asyncio.to_thread(served.engine.encode_prompt, plan.prompt, images)
+        else:
+            prompt = served.engine.encode_prompt(plan.prompt)
+        max_new_tokens = max_new_tokens_for(prompt.num_tokens, request.sampling.max_tokens, served.engine.max_context_tokens)
         ticket = self._admission(card).enter()
-        return AdmittedStream(self._generate(served, request, plan, prompt_tokens, max_new_tokens, first_constraint), ticket)
+        return AdmittedStream(self._generate(served, request, plan, prompt, max_new_tokens, first_constraint), ticket)
 
     async def _generate(
-        self, served: ServedModel, request: ChatRequest, plan: OutputPlan, prompt_tokens: list[int],
+        self, served: ServedModel, request: ChatRequest, plan: OutputPlan, prompt: EnginePrompt,
         max_new_tokens: int, first_constraint: Constraint | None,
     ) -> AsyncIterator[ChatEvent]:
         model = served.card.id
@@ -115,7 +131,7 @@ class ChatService:
             constraint = first_constraint if choice_index == 0 else (
                 served.engine.compile_constraint(plan.grammar) if plan.grammar is not None else None)
             calls = _CallEvents(choice_index, plan.new_parser() if plan.new_parser else None)
-            tokens = served.engine.generate(prompt_tokens, sampling, max_new_tokens, constraint)
+            tokens = served.engine.generate(prompt, sampling, max_new_tokens, constraint)
             try:
                 async for event in tokens:
                     if isinstance(event, PromptAccepted):
@@ -140,9 +156,9 @@ class ChatService:
             if calls.num_calls and finish_reason == "stop":
                 finish_reason = "tool_calls"
             yield ChoiceEnd(choice_index, finish_reason, stop_reason)
-        self.metrics.prompt_tokens.labels(model).inc(len(prompt_tokens))
+        self.metrics.prompt_tokens.labels(model).inc(prompt.num_tokens)
         self.metrics.generation_tokens.labels(model).inc(num_completion_tokens)
-        yield ChatEnd(Usage(len(prompt_tokens), num_completion_tokens, num_cached_tokens))
+        yield ChatEnd(Usage(prompt.num_tokens, num_completion_tokens, num_cached_tokens))
 
 
 class _CallEvents:

@@ -20,9 +20,12 @@ class TextPart:
 
 @dataclass(frozen=True)
 class ImagePart:
-    """An image reference as the client sent it (a URL or a data URI); fetched and decoded by the engine side."""
+    """An image reference as the client sent it (an http(s) URL or a data URI); fetched and decoded before the
+    prompt is built."""
 
     url: str
+    # Where the client put it, for error messages (`images.0`); None: `messages.<i>.content.<j>.image_url`.
+    param: str | None = None
 
 
 ContentPart: TypeAlias = TextPart | ImagePart
@@ -99,7 +102,7 @@ class ChatRequest:
     tool_choice: ToolChoice = "auto"
     parallel_tool_calls: bool = True
     response_format: ResponseFormat | None = None
-    # A prompt sent as is, without the chat template (Ollama's `raw`); `messages` is then empty.
+    # A prompt sent as is, without the chat template (Ollama's `raw`); `messages` then holds only its images.
     raw_prompt: str | None = None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-from faisca.engine.base import EngineEvent, EngineStats, ModelTokens, PromptAccepted, TokenOut
+from faisca.engine.base import EngineEvent, EnginePrompt, EngineStats, ModelTokens, PromptAccepted, TokenOut
 from faisca.errors import EngineError
 from faisca.types import SamplingParams
 
@@ -28,6 +28,7 @@ class ScriptedEngine:
     metadata = {"general.architecture": "scripted"}
     stats = EngineStats(0, 0)
     tokens = ModelTokens(bos_text="<s>", eos_text="</s>")
+    image_marker = None
 
     @property
     def chat_template_source(self) -> str | None:
@@ -36,12 +37,16 @@ class ScriptedEngine:
     def tokenize(self, prompt: str) -> list[int]:
         return list(range(len(prompt.split())))
 
+    def encode_prompt(self, prompt: str, images: Sequence[object] = ()) -> EnginePrompt:
+        assert not images, "the scripted engine reads no images"
+        return EnginePrompt(tuple(self.tokenize(prompt)))
+
     def compile_constraint(self, grammar: str, *, param: str | None = None) -> object:
         return grammar
 
-    async def generate(self, prompt_tokens: Sequence[int], sampling: SamplingParams, max_new_tokens: int,
+    async def generate(self, prompt: EnginePrompt, sampling: SamplingParams, max_new_tokens: int,
                        constraint: object = None) -> AsyncIterator[EngineEvent]:
-        self.calls.append((list(prompt_tokens), sampling, max_new_tokens))
+        self.calls.append((list(prompt.tokens), sampling, max_new_tokens))
         try:
             yield PromptAccepted(num_cached_tokens=0)
             for index, text in enumerate(self.texts[:max_new_tokens]):

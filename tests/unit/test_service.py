@@ -79,7 +79,7 @@ def test_images_to_a_text_only_model_are_refused(catalog: Catalog) -> None:
                        (Message("user", (TextPart("what?"), ImagePart("data:image/png;base64,AAAA"))),))
     with pytest.raises(UnsupportedCapability) as caught:
         asyncio.run(service.start_chat(chat))
-    assert caught.value.param == "messages.0.content.1"
+    assert caught.value.param == "messages.0.content.1.image_url"
 
 
 def test_requests_while_loading_are_503_not_ready(catalog: Catalog) -> None:

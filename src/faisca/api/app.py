@@ -18,6 +18,7 @@ from faisca.api.ollama.routes import build_router as build_ollama_router
 from faisca.api.openai.routes import build_router as build_openai_router
 from faisca.config import Settings
 from faisca.errors import NotReady
+from faisca.images import ImageLimits, ImageLoader
 from faisca.metrics import Metrics
 from faisca.registry import ModelRegistry
 from faisca.scheduler.admission import AdmissionLimits
@@ -50,7 +51,9 @@ def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
 
     metrics = Metrics(queue_lengths)
     limits = AdmissionLimits(max_running=settings.max_num_seqs, max_waiting=settings.max_queue)
-    service = ChatService(registry, limits=limits, metrics=metrics)
+    images = ImageLoader(ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+                                     fetch_timeout_s=settings.image_fetch_timeout_s))
+    service = ChatService(registry, limits=limits, metrics=metrics, images=images)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +62,7 @@ def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
             yield
         finally:
             loading.cancel()
+            await service.aclose()
             await registry.close()
 
     app = FastAPI(title="faisca", version=__version__, lifespan=lifespan)

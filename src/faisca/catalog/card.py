@@ -47,6 +47,8 @@ class Runtime(_Strict):
     engine: Literal["llama_cpp"] = "llama_cpp"
     # None: weights are not configured here; the card is listed, and requests say how to provide them.
     weights: Weights | None = None
+    # The vision projector (an "mmproj" GGUF) through which the model reads images; None: text only here.
+    projector: Weights | None = None
     # A template shipped in faisca/chat/templates/<name>.jinja; None: use the GGUF's own chat template.
     chat_template: str | None = None
 

@@ -62,11 +62,17 @@ class Catalog:
             raise ModelNotFound(f"The model `{name}` does not exist. Known models: {', '.join(self._cards)}.", param="model")
         return self._cards[card_id]
 
-    def with_weights_path(self, name: str, gguf_path: Path) -> Catalog:
-        """A catalog where the card `name` runs from a local GGUF file (`faisca serve --weights ID=PATH`)."""
+    def with_weights_path(self, name: str, gguf_path: Path, *, projector_path: Path | None = None) -> Catalog:
+        """A catalog where the card `name` runs from a local GGUF file (`faisca serve --weights ID=PATH`), reading
+        images through `projector_path` if one is given."""
         card = self.resolve(name)
-        runtime = Runtime.model_validate(
-            {**card.runtime.model_dump(), "weights": PathWeights(kind="path", path=gguf_path)}
-        )
-        updated = card.model_copy(update={"runtime": runtime})
+        changes: dict[str, object] = {"weights": PathWeights(kind="path", path=gguf_path)}
+        if projector_path is not None:
+            changes["projector"] = PathWeights(kind="path", path=projector_path)
+        runtime = Runtime.model_validate({**card.runtime.model_dump(), **changes})
+        updated = card.model_copy(update={"runtime": runtime, **({"input": "text+image"} if projector_path else {})})
         return Catalog(updated if c.id == card.id else c for c in self)
+
+    def with_card(self, card: ModelCard) -> Catalog:
+        """A catalog that also holds `card` (replacing one with its id)."""
+        return Catalog([*(c for c in self if c.id != card.id), card])

@@ -7,12 +7,16 @@ by the model's name.
   the output constrained to one thought and one JSON action, and parsed into content, reasoning and calls.
 - tools on a `mistral` card: its native `[AVAILABLE_TOOLS]` / `[TOOL_CALLS]` format; constrained from the first
   token when a call is required.
+
+Images become the engine's image marker, as text, before any of this: every path renders them where the client put
+them (a raw prompt gets them in front, as Ollama does), and the engine finds them there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from faisca.catalog import ModelCard
@@ -23,7 +27,7 @@ from faisca.chat.toolcalls.mistral import MistralParser, mistral_prompt
 from faisca.chat.toolcalls.react import ReactParser, react_messages
 from faisca.engine.constraint import json_grammar
 from faisca.errors import UnsupportedCapability
-from faisca.types import ChatRequest
+from faisca.types import ChatRequest, ImagePart, Message, TextPart
 
 
 @dataclass(frozen=True)
@@ -37,9 +41,23 @@ def _has_tool_turns(request: ChatRequest) -> bool:
     return any(message.role == "tool" or message.tool_calls for message in request.messages)
 
 
-def plan_chat(card: ModelCard, template: ChatTemplate, request: ChatRequest) -> OutputPlan:
+def with_image_markers(messages: Sequence[Message], marker: str) -> tuple[Message, ...]:
+    """Each image part as a text part holding `marker`."""
+    return tuple(
+        dataclasses.replace(message, content=tuple(
+            TextPart(marker) if isinstance(part, ImagePart) else part for part in message.content
+        )) if message.image_parts else message
+        for message in messages
+    )
+
+
+def plan_chat(card: ModelCard, template: ChatTemplate, request: ChatRequest, *,
+              image_marker: str | None = None) -> OutputPlan:
     if request.raw_prompt is not None:
-        return _with_response_format(request.raw_prompt, request)
+        num_images = sum(len(message.image_parts) for message in request.messages)
+        return _with_response_format((image_marker or "") * num_images + request.raw_prompt, request)
+    if image_marker is not None:
+        request = dataclasses.replace(request, messages=with_image_markers(request.messages, image_marker))
     if (request.tools or _has_tool_turns(request)) and not card.accepts_tools:
         raise UnsupportedCapability(f"tools: the model `{card.id}` cannot call tools.", param="tools")
     match card.tool_format:

@@ -24,6 +24,12 @@ from faisca.types import ImagePart, Message, TextPart
 _SHIPPED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
+def shipped_template_names() -> frozenset[str]:
+    """The templates shipped with faisca (`faisca/chat/templates/<name>.jinja`)."""
+    directory = resources.files("faisca.chat").joinpath("templates")
+    return frozenset(entry.name.removesuffix(".jinja") for entry in directory.iterdir() if entry.name.endswith(".jinja"))
+
+
 class _TemplateRaised(Exception):
     """What the template's `raise_exception(...)` raises; `render` turns it into `InvalidRequest`."""
 

@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"a model to serve: id, Hugging Face id or alias; repeatable (default: {DEFAULT_MODEL_ID})")
     serve.add_argument("--weights", action="append", type=_weights_arg, default=[], metavar="ID=PATH",
                        help="run the card ID from a local GGUF file; repeatable")
+    serve.add_argument("--gguf", type=Path, default=None, metavar="FILE",
+                       help="serve any local GGUF model: its card is derived from the file's metadata "
+                            "(architecture, context length, chat template), or is the catalog card --name names")
+    serve.add_argument("--mmproj", type=Path, default=None, metavar="FILE",
+                       help="the vision projector (mmproj GGUF) for --gguf: the model then reads images")
+    serve.add_argument("--name", default=None, metavar="ID",
+                       help="the id --gguf is served under (default: the file's name); a catalog card's id runs "
+                            "that card from the file")
     serve.add_argument("--threads", type=_count(1), default=None, metavar="N",
                        help="llama.cpp threads (default: the cores this process may use)")
     serve.add_argument("--ctx-size", type=_count(1), default=8192, metavar="TOKENS",
@@ -71,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="KV cache per model, shared by its sequences (default: --ctx-size)")
     serve.add_argument("--api-key", default=None, metavar="KEY",
                        help="require `Authorization: Bearer KEY` on /v1 (default: no key)")
+    serve.add_argument("--max-image-pixels", type=_count(1), default=8192 * 8192, metavar="N",
+                       help="largest image decoded, in pixels; larger ones are refused from their header "
+                            "(default: %(default)s, 8192x8192)")
+    serve.add_argument("--max-image-bytes", type=_count(1), default=20 * 1024 * 1024, metavar="BYTES",
+                       help="largest image sent or fetched, encoded (default: %(default)s)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     run = commands.add_parser("run", help="chat with a model on a running faisca server",
@@ -128,6 +141,27 @@ def _print_card(card: ModelCard) -> None:
             print(f"\n{text}" if label == "description" else f"\nNote: {text}")
 
 
+def _with_local_gguf(catalog: Catalog, gguf: Path, projector: Path | None, name: str | None) -> tuple[Catalog, str]:
+    """The catalog with `--gguf FILE [--mmproj FILE] [--name ID]` in it, and the id it is served under."""
+    from faisca.catalog.derive import card_from_gguf
+    from faisca.chat.template import shipped_template_names
+    from faisca.engine.llama_cpp import read_gguf_metadata
+
+    gguf, projector = gguf.expanduser(), projector.expanduser() if projector else None
+    if projector is not None and not projector.is_file():
+        raise FaiscaError(f"--mmproj {projector}: not a file")
+    if name is not None:
+        try:
+            card = catalog.resolve(name)
+        except FaiscaError:
+            pass
+        else:  # a card the catalog has: it runs from the file
+            return catalog.with_weights_path(card.id, gguf, projector_path=projector), card.id
+    card = card_from_gguf(read_gguf_metadata(gguf), gguf_path=gguf, projector_path=projector, model_id=name,
+                          shipped_templates=shipped_template_names())
+    return catalog.with_card(card), card.id
+
+
 def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
     import uvicorn
 
@@ -138,11 +172,17 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
 
     for model_id, path in args.weights:
         catalog = catalog.with_weights_path(model_id, path)
+    model_ids = list(args.models or ())
+    if args.gguf is not None:
+        catalog, local_id = _with_local_gguf(catalog, args.gguf, args.mmproj, args.name)
+        model_ids.append(local_id)
+    elif args.mmproj is not None or args.name is not None:
+        raise FaiscaError("--mmproj and --name go with --gguf FILE")
     settings = Settings(
-        host=args.host, port=args.port, model_ids=tuple(args.models or (DEFAULT_MODEL_ID,)),
+        host=args.host, port=args.port, model_ids=tuple(model_ids or (DEFAULT_MODEL_ID,)),
         num_threads=args.threads, max_context_tokens=args.ctx_size, kv_cache_tokens=args.kv_cache_tokens,
         max_num_seqs=args.max_num_seqs, max_queue=args.max_queue, max_batch_tokens=args.max_batch_tokens,
-        api_key=args.api_key,
+        api_key=args.api_key, max_image_pixels=args.max_image_pixels, max_image_bytes=args.max_image_bytes,
         weights_paths=tuple(args.weights), cards_dirs=tuple(args.cards_dir),
     )
     for model_id in settings.model_ids:

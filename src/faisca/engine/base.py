@@ -10,7 +10,35 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
+from faisca.images import DecodedImage
 from faisca.types import SamplingParams
+
+
+@dataclass(frozen=True)
+class PromptImage:
+    """An image's place in a prompt: `num_tokens` positions from `start`, filled from `chunk` (the engine's
+    encoded input for it, opaque here)."""
+
+    start: int
+    num_tokens: int
+    chunk: object
+
+
+@dataclass(frozen=True)
+class EnginePrompt:
+    """A prompt as the engine takes it: token ids, where an image's positions hold a negative placeholder derived
+    from the image's content (so a prefix cache matches the same image, and only it), and the images themselves."""
+
+    tokens: tuple[int, ...]
+    images: tuple[PromptImage, ...] = ()
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def num_image_tokens(self) -> int:
+        return sum(image.num_tokens for image in self.images)
 
 
 @dataclass(frozen=True)
@@ -76,9 +104,19 @@ class Engine(Protocol):
     @property
     def stats(self) -> EngineStats: ...
 
+    @property
+    def image_marker(self) -> str | None:
+        """The text that stands for an image in a rendered prompt; None when the model reads no images."""
+        ...
+
     def tokenize(self, prompt: str) -> list[int]:
         """Tokens of a rendered prompt: special tokens in the text are parsed; BOS added only if the model wants one
         and the text lacks it."""
+        ...
+
+    def encode_prompt(self, prompt: str, images: Sequence[DecodedImage] = ()) -> EnginePrompt:
+        """A rendered prompt, its `image_marker`s standing for `images` in order, as the engine takes it (blocking:
+        images are resized and normalised here). InvalidRequest if the markers and images do not match."""
         ...
 
     def compile_constraint(self, grammar: str, *, param: str | None = None) -> Constraint:
@@ -86,7 +124,7 @@ class Engine(Protocol):
         ...
 
     def generate(
-        self, prompt_tokens: Sequence[int], sampling: SamplingParams, max_new_tokens: int,
+        self, prompt: EnginePrompt, sampling: SamplingParams, max_new_tokens: int,
         constraint: Constraint | None = None,
     ) -> AsyncIterator[EngineEvent]: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from faisca.catalog import ModelCard
 from faisca.config import Settings
 from faisca.engine.base import Engine
-from faisca.engine.weights import resolve_gguf
+from faisca.engine.weights import resolve_gguf, resolve_projector
 from faisca.registry import EngineLoader
 
 
@@ -23,6 +23,7 @@ def engine_loader(settings: Settings, *, num_threads: int) -> EngineLoader:
                     max_num_seqs=settings.max_num_seqs,
                     max_batch_tokens=settings.max_batch_tokens,
                     kv_cache_tokens=settings.kv_cache_tokens,
+                    projector_path=resolve_projector(card),
                 )
         raise AssertionError(f"unknown engine {card.runtime.engine!r}")
 

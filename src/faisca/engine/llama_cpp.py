@@ -12,6 +12,10 @@ KV slot: a later prompt sharing a prefix with any slot (a system prompt, an earl
 (`llama_memory_seq_cp` on a unified cache is metadata-only) and reports those tokens as cached.
 When the KV cache is full, cached slots are dropped first, then the newest sequence is preempted and later
 recomputed (its emitted tokens stay emitted).
+
+Images (with a projector, see `vision.py`) hold positions in a sequence like tokens do; when a sequence reaches
+one, the engine encodes it and decodes its embeddings in a llama_decode of their own (Gemma 3 attends across an
+image's tokens both ways, which is set per call), before the step's token batch.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from faisca.engine.base import EngineEvent, EngineStats, ModelTokens, PromptAccepted, TokenOut
+from faisca.engine.base import EngineEvent, EnginePrompt, EngineStats, ModelTokens, PromptAccepted, PromptImage, TokenOut
 from faisca.engine.constraint import ConstraintCompiler, TokenConstraint
 from faisca.engine.sampling import TokenSampler
-from faisca.errors import EngineError
+from faisca.engine.vision import VisionEncoder
+from faisca.errors import EngineError, InvalidRequest
+from faisca.images import DecodedImage
 from faisca.scheduler import SchedulerConfig, SequenceView, choose_preemption_victim, schedule
 from faisca.types import SamplingParams
 
@@ -51,6 +57,25 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def read_gguf_metadata(gguf_path: Path) -> dict[str, str]:
+    """A GGUF's metadata, read by llama.cpp itself (its vocabulary only is loaded, not the weights)."""
+    import llama_cpp
+    from llama_cpp import _internals
+
+    if not gguf_path.is_file():
+        raise EngineError(f"{gguf_path} is not a file")
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    try:
+        model = _internals.LlamaModel(path_model=str(gguf_path), params=params, verbose=False)
+    except ValueError:
+        raise EngineError(f"{gguf_path} is not a GGUF model llama.cpp can load") from None
+    try:
+        return model.metadata()
+    finally:
+        model.close()
 
 
 class IncrementalDetokenizer:
@@ -81,6 +106,7 @@ class _Sequence:
     detokenizer: IncrementalDetokenizer
     emit: Callable[[object], None]
     constraint: TokenConstraint | None = None
+    images: tuple[PromptImage, ...] = ()
     slot: int = -1
     num_computed: int = 0  # tokens whose KV is in the cache
     was_started: bool = False
@@ -91,6 +117,20 @@ class _Sequence:
 
     def view(self) -> SequenceView:
         return SequenceView(self.request_id, len(self.tokens) - self.num_computed)
+
+    def image_at(self, position: int) -> PromptImage | None:
+        return next((image for image in self.images if image.start == position), None)
+
+    def text_end(self, position: int, limit: int) -> int:
+        """Where a run of tokens fed from `position` must stop: at `limit`, or at the next image."""
+        return min([limit, *(image.start for image in self.images if image.start > position)])
+
+    def reusable_prefix(self, length: int) -> int:
+        """`length` cached positions, cut back to the start of an image it would split."""
+        for image in self.images:
+            if image.start < length < image.start + image.num_tokens:
+                return image.start
+        return length
 
 
 def _send_to_loop(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[object], event: object) -> None:
@@ -125,7 +165,7 @@ class _KvSlots:
 
 class LlamaCppEngine:
     def __init__(self, model: object, context: object, *, name: str, max_context_tokens: int,
-                 scheduler: SchedulerConfig) -> None:
+                 scheduler: SchedulerConfig, vision: VisionEncoder | None = None) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
@@ -138,6 +178,7 @@ class LlamaCppEngine:
         self._scheduler = scheduler
         self._batch = llama_cpp.llama_batch_init(scheduler.max_batch_tokens, 0, 1)
         self._max_context_tokens = max_context_tokens
+        self._vision = vision
         bos, eos = model.token_bos(), model.token_eos()  # type: ignore[attr-defined]
         self._tokens = ModelTokens(
             bos_text=model.token_get_text(bos) if bos >= 0 else "",  # type: ignore[attr-defined]
@@ -172,6 +213,7 @@ class LlamaCppEngine:
         max_num_seqs: int = 8,
         max_batch_tokens: int = 512,
         kv_cache_tokens: int | None = None,
+        projector_path: Path | None = None,
     ) -> LlamaCppEngine:
         """Load the weights and make the context (blocking: call it off the event loop)."""
         import llama_cpp
@@ -191,9 +233,13 @@ class LlamaCppEngine:
         params.swa_full = True  # sliding-window layers keep every cell, so prefixes can be reused
         params.no_perf = True
         context = _internals.LlamaContext(model=model, params=params, verbose=False)
+        vision = None
+        if projector_path is not None:
+            vision = VisionEncoder.load(projector_path, model, num_threads=num_threads, max_image_tokens=max_batch_tokens)
+            logger.info("%s reads images through the projector %s", name, projector_path)
         logger.info("loaded %s in %.1f s", name, time.monotonic() - started_s)
         scheduler = SchedulerConfig(max_num_seqs=max_num_seqs, max_batch_tokens=max_batch_tokens)
-        return cls(model, context, name=name, max_context_tokens=max_context_tokens, scheduler=scheduler)
+        return cls(model, context, name=name, max_context_tokens=max_context_tokens, scheduler=scheduler, vision=vision)
 
     # --- the Engine interface (event-loop side)
 
@@ -222,27 +268,44 @@ class LlamaCppEngine:
         # read from another thread: len() of a dict or deque is atomic under the GIL
         return EngineStats(len(self._running), len(self._waiting))
 
+    @property
+    def image_marker(self) -> str | None:
+        return self._vision.marker if self._vision is not None else None
+
     def tokenize(self, prompt: str) -> list[int]:
         tokens = self._model.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)  # type: ignore[attr-defined]
         if self._add_bos and (not tokens or tokens[0] != self._bos):
             tokens.insert(0, self._bos)
         return tokens
 
+    def encode_prompt(self, prompt: str, images: Sequence[DecodedImage] = ()) -> EnginePrompt:
+        if not images:
+            return EnginePrompt(tuple(self.tokenize(prompt)))
+        if self._vision is None:
+            raise InvalidRequest("this model reads no images (it has no projector)", param="messages")
+        pieces = self._vision.prompt_pieces(prompt, images)
+        tokens, prompt_images = pieces.tokens, pieces.images
+        if self._add_bos and (not tokens or tokens[0] != self._bos):
+            tokens.insert(0, self._bos)
+            prompt_images = tuple(dataclasses.replace(image, start=image.start + 1) for image in prompt_images)
+        return EnginePrompt(tuple(tokens), prompt_images)
+
     def compile_constraint(self, grammar: str, *, param: str | None = None) -> TokenConstraint:
         return self._constraints.compile(grammar, param=param)
 
     async def generate(
-        self, prompt_tokens: Sequence[int], sampling: SamplingParams, max_new_tokens: int,
+        self, prompt: EnginePrompt, sampling: SamplingParams, max_new_tokens: int,
         constraint: TokenConstraint | None = None,
     ) -> AsyncIterator[EngineEvent]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[object] = asyncio.Queue()
         sequence = _Sequence(
             request_id=next(self._request_ids),
-            tokens=list(prompt_tokens),
-            num_prompt_tokens=len(prompt_tokens),
+            tokens=list(prompt.tokens),
+            num_prompt_tokens=prompt.num_tokens,
             max_new_tokens=max_new_tokens,
-            sampler=TokenSampler(sampling, prompt_tokens=prompt_tokens),
+            images=prompt.images,
+            sampler=TokenSampler(sampling, prompt_tokens=prompt.tokens),
             detokenizer=IncrementalDetokenizer(lambda token: self._model.detokenize([token], special=False)),  # type: ignore[attr-defined]
             emit=functools.partial(_send_to_loop, loop, events),
             constraint=constraint,
@@ -263,6 +326,8 @@ class LlamaCppEngine:
         self._inbox.put(("stop", None))
         await asyncio.to_thread(self._thread.join)
         self._lib.llama_batch_free(self._batch)
+        if self._vision is not None:
+            self._vision.close()
         self._context.close()  # type: ignore[attr-defined]
         self._model.close()  # type: ignore[attr-defined]
 
@@ -313,13 +378,21 @@ class LlamaCppEngine:
             sequence = self._waiting.popleft()
             assert sequence.request_id == request_id
             self._start(sequence)
+        chunks = [(self._running[request_id], num_planned) for request_id, num_planned in plan.chunks]
+        text_chunks = []
+        for sequence, num_planned in chunks:  # images first: their decodes would overwrite the step's logits
+            if (image := sequence.image_at(sequence.num_computed)) is None:
+                text_chunks.append((sequence, num_planned))
+            elif not self._feed_image(sequence, image):
+                return
         batch = self._batch
         num_tokens = 0
         to_sample: list[tuple[_Sequence, int, int]] = []  # (sequence, batch row with logits, tokens fed)
-        for request_id, num_planned in plan.chunks:
-            sequence = self._running[request_id]
-            num_fed = min(num_planned, len(sequence.tokens) - sequence.num_computed)  # a reused prefix shrank it
-            for position in range(sequence.num_computed, sequence.num_computed + num_fed):
+        for sequence, num_planned in text_chunks:
+            start = sequence.num_computed
+            # a reused prefix may have shrunk what is left; an image ends the run
+            num_fed = sequence.text_end(start, min(start + num_planned, len(sequence.tokens))) - start
+            for position in range(start, start + num_fed):
                 batch.token[num_tokens] = sequence.tokens[position]
                 batch.pos[num_tokens] = position
                 batch.n_seq_id[num_tokens] = 1
@@ -327,7 +400,7 @@ class LlamaCppEngine:
                 batch.logits[num_tokens] = position == len(sequence.tokens) - 1
                 num_tokens += 1
             to_sample.append((sequence, num_tokens - 1, num_fed))
-        if num_tokens == 0:
+        if num_tokens == 0:  # only images were fed this step
             return
         batch.n_tokens = num_tokens
         status = self._lib.llama_decode(self._ctx, batch)
@@ -344,6 +417,19 @@ class LlamaCppEngine:
                     logits = sequence.constraint.masked(logits)
                 self._accept(sequence, sequence.sampler.sample(logits))
 
+    def _feed_image(self, sequence: _Sequence, image: PromptImage) -> bool:
+        """Encode and store one image of a prefilling sequence; False if the KV cache had no room (room is made and
+        the step ends, to be planned again)."""
+        assert self._vision is not None, "a prompt with images reached an engine without a projector"
+        status = self._vision.feed(image, self._ctx, slot=sequence.slot, max_batch_tokens=self._scheduler.max_batch_tokens)
+        if status == 1:
+            self._make_room()
+            return False
+        if status != 0:
+            raise EngineError(f"feeding an image failed with status {status}")
+        sequence.num_computed += image.num_tokens
+        return True
+
     def _start(self, sequence: _Sequence) -> None:
         """Give the sequence a KV slot, starting from the longest prefix any slot already holds."""
         memory, lib, slots = self._memory, self._lib, self._slots
@@ -353,7 +439,7 @@ class LlamaCppEngine:
         for slot, tokens in holders:
             if (length := _common_prefix_len(tokens, sequence.tokens)) > best_len:
                 best_slot, best_len = slot, length
-        reuse = min(best_len, len(sequence.tokens) - 1)  # at least one token is fed, to get logits
+        reuse = sequence.reusable_prefix(min(best_len, len(sequence.tokens) - 1))  # at least one token is fed, for logits
         if reuse > 0 and best_slot in slots.cached:
             slot = best_slot
             slots.free_order.remove(slot)

@@ -9,7 +9,7 @@ import logging
 import os
 from pathlib import Path
 
-from faisca.catalog.card import AssembledPackageWeights, ModelCard, PackageFileWeights, PathWeights
+from faisca.catalog.card import AssembledPackageWeights, ModelCard, PackageFileWeights, PathWeights, Weights
 from faisca.errors import ModelUnavailable
 
 logger = logging.getLogger("faisca.weights")
@@ -30,13 +30,23 @@ def missing_weights_message(card: ModelCard) -> str:
 
 def resolve_gguf(card: ModelCard, *, models_dir: Path | None = None) -> Path:
     """The card's GGUF on disk, assembling it first where the weights come in chunks."""
-    weights = card.runtime.weights
+    if card.runtime.weights is None:
+        raise ModelUnavailable(missing_weights_message(card), param="model")
+    return _resolve(card, card.runtime.weights, "weights", models_dir)
+
+
+def resolve_projector(card: ModelCard, *, models_dir: Path | None = None) -> Path | None:
+    """The card's vision projector on disk, if it has one."""
+    if card.runtime.projector is None:
+        return None
+    return _resolve(card, card.runtime.projector, "projector", models_dir)
+
+
+def _resolve(card: ModelCard, weights: Weights, what: str, models_dir: Path | None) -> Path:
     match weights:
-        case None:
-            raise ModelUnavailable(missing_weights_message(card), param="model")
         case PathWeights(path=path):
             if not path.is_file():
-                raise ModelUnavailable(f"The weights of `{card.id}` are configured as {path}, which is not a file.")
+                raise ModelUnavailable(f"The {what} file of `{card.id}`, {path}, does not exist.")
             return path
         case PackageFileWeights(package=package, file=file):
             return _package_dir(card, package) / file

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from faisca.api.ollama.protocol import DEFAULT_OPTIONS, KNOWN_OPTIONS, QUANTIZATION_NAMES
+from faisca.api.ollama.protocol import DEFAULT_OPTIONS, KNOWN_OPTIONS
 from faisca.catalog import ModelCard
+from faisca.catalog.derive import quantization_name
 from faisca.chat.tooldefs import checked_schema, tools_from_definitions
 from faisca.errors import InvalidRequest
 from faisca.types import (
@@ -104,7 +105,9 @@ def _images(images: Any, param: str) -> tuple[ContentPart, ...]:
         return ()
     if not isinstance(images, list) or not all(isinstance(image, str) for image in images):
         raise InvalidRequest(f"{param} must be a list of base64 strings", param=param)
-    return tuple(ImagePart(f"data:application/octet-stream;base64,{image}") for image in images)
+    # Raw base64, as Ollama takes it; what it holds is decided by decoding it.
+    return tuple(ImagePart(f"data:application/octet-stream;base64,{image}", param=f"{param}.{number}")
+                 for number, image in enumerate(images))
 
 
 def _content(text: str, images: tuple[ContentPart, ...]) -> str | tuple[ContentPart, ...]:
@@ -118,7 +121,8 @@ def from_generate(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
     sampling = sampling_from_options(body.get("options"))
     images = _images(body.get("images"), "images")
     if body.get("raw"):
-        return ChatRequest(card.id, (), sampling, response_format=_format(body), raw_prompt=prompt)
+        with_images = (Message("user", images),) if images else ()
+        return ChatRequest(card.id, with_images, sampling, response_format=_format(body), raw_prompt=prompt)
     messages = []
     if system := body.get("system"):
         messages.append(Message("system", str(system)))
@@ -247,14 +251,13 @@ def fold_lines(lines: list[dict[str, Any]], *, chat: bool) -> dict[str, Any]:
 
 def model_details(card: ModelCard, metadata: Mapping[str, str]) -> dict[str, Any]:
     family = metadata.get("general.architecture", card.name.lower().replace(" ", ""))
-    file_type = metadata.get("general.file_type", "")
     return {
         "parent_model": "",
         "format": "gguf",
         "family": family,
         "families": [family],
         "parameter_size": card.size.split()[0],
-        "quantization_level": QUANTIZATION_NAMES.get(int(file_type), "") if file_type.isdigit() else "",
+        "quantization_level": quantization_name(metadata),
     }
 
 

@@ -1,0 +1,191 @@
+"""Images for a llama.cpp model through libmtmd (llama-cpp-python's `mtmd_cpp`): a projector file turns pictures
+into embeddings the text model reads in place of tokens.
+
+`prompt_pieces` splits a rendered prompt at its image markers into text tokens and image chunks (the image resized
+and normalised here, on the caller's thread); `feed` encodes one chunk and decodes its embeddings into a sequence's
+KV cells (on the engine thread: the projector's output buffer is shared, so encode and decode go together).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import secrets
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from faisca.engine.base import PromptImage
+from faisca.errors import InvalidRequest, ModelUnavailable
+from faisca.images import DecodedImage
+
+logger = logging.getLogger("faisca.vision")
+
+_CHUNK_TYPE_TEXT = 0
+_CHUNK_TYPE_IMAGE = 1
+_GGML_LOG_LEVEL_WARN = 3
+_GGML_LOG_LEVEL_ERROR = 4
+
+
+def placeholder_token(digest: str) -> int:
+    """The (negative) id an image's positions hold in a prompt's token list: equal for equal pixels only."""
+    return -1 - int.from_bytes(digest.encode("utf-8")[-16:], "big") % (1 << 62)
+
+
+@dataclass(frozen=True)
+class PromptPieces:
+    tokens: list[int]
+    images: tuple[PromptImage, ...]
+
+
+class _Chunk:
+    """One image chunk, owned here and freed when the last prompt holding it is gone."""
+
+    def __init__(self, pointer: int, free: object) -> None:
+        self.pointer = pointer
+        weakref.finalize(self, free, pointer)  # type: ignore[arg-type]
+
+
+class _MtmdLog:
+    """Routes libmtmd's log lines into `logging` (debug; warnings and errors as such), keeping the last errors so a
+    failed load can say why. libmtmd's logger is process-wide: one instance is installed, and kept alive here."""
+
+    def __init__(self, mtmd: object) -> None:
+        import llama_cpp
+
+        self.recent_errors: list[str] = []
+        self._pending = ""
+
+        @llama_cpp.llama_log_callback
+        def on_log(level: int, text: bytes, _user_data: object) -> None:
+            line = text.decode("utf-8", errors="replace")
+            if level >= _GGML_LOG_LEVEL_ERROR:
+                self.recent_errors = [*self.recent_errors[-4:], line.strip()]
+                logger.warning("%s", line.rstrip())
+            elif level == _GGML_LOG_LEVEL_WARN:
+                logger.warning("%s", line.rstrip())
+            else:
+                logger.debug("%s", line.rstrip())
+
+        self._callback = on_log
+        mtmd.mtmd_log_set(on_log, None)  # type: ignore[attr-defined]
+        mtmd.mtmd_helper_log_set(on_log, None)  # type: ignore[attr-defined]
+
+
+class VisionEncoder:
+    _log: _MtmdLog | None = None  # the one installed libmtmd logger (see _MtmdLog)
+
+    def __init__(self, mtmd: object, context: int, *, marker: str, max_image_tokens: int) -> None:
+        self._mtmd = mtmd
+        self._ctx = context
+        self.marker = marker
+        self._max_image_tokens = max_image_tokens
+
+    @classmethod
+    def load(cls, projector_path: Path, model: object, *, num_threads: int, max_image_tokens: int) -> VisionEncoder:
+        """The projector for `model` (llama-cpp-python's LlamaModel); ModelUnavailable if it does not fit it."""
+        from llama_cpp import mtmd_cpp
+
+        if VisionEncoder._log is None:
+            VisionEncoder._log = _MtmdLog(mtmd_cpp)
+        log = VisionEncoder._log
+        log.recent_errors = []
+        if not projector_path.is_file():
+            raise ModelUnavailable(f"The projector {projector_path} is not a file.")
+        # A marker no client can type by chance: a request's text never splits into a fake image.
+        marker = f"<__faisca_image_{secrets.token_hex(8)}__>"
+        params = mtmd_cpp.mtmd_context_params_default()
+        params.n_threads = num_threads
+        params.print_timings = False
+        params.media_marker = marker.encode("utf-8")
+        context = mtmd_cpp.mtmd_init_from_file(str(projector_path).encode("utf-8"), model.model, params)  # type: ignore[attr-defined]
+        if not context:
+            why = "; ".join(log.recent_errors) or "libmtmd refused it"
+            raise ModelUnavailable(f"The projector {projector_path} cannot be used with this model: {why}")
+        encoder = cls(mtmd_cpp, context, marker=marker, max_image_tokens=max_image_tokens)
+        if not mtmd_cpp.mtmd_support_vision(context):
+            encoder.close()
+            raise ModelUnavailable(f"The projector {projector_path} has no vision encoder.")
+        if mtmd_cpp.mtmd_decode_use_mrope(context):
+            encoder.close()
+            raise ModelUnavailable(
+                f"The projector {projector_path} needs M-RoPE positions (Qwen2-VL style), which faisca's engine does "
+                "not support yet."
+            )
+        return encoder
+
+    def prompt_pieces(self, prompt: str, images: Sequence[DecodedImage]) -> PromptPieces:
+        mtmd = self._mtmd
+        if (found := prompt.count(self.marker)) != len(images):
+            raise InvalidRequest(
+                f"the chat template placed {found} of the {len(images)} images in the prompt; this model's template "
+                "reads images in user messages only",
+                param="messages",
+            )
+        bitmaps = []
+        chunks = mtmd.mtmd_input_chunks_init()  # type: ignore[attr-defined]
+        try:
+            for image in images:
+                pixels = (ctypes.c_ubyte * len(image.rgb)).from_buffer_copy(image.rgb)
+                bitmap = mtmd.mtmd_bitmap_init(image.width, image.height, pixels)  # type: ignore[attr-defined]
+                mtmd.mtmd_bitmap_set_id(bitmap, image.digest.encode("utf-8"))  # type: ignore[attr-defined]
+                bitmaps.append(bitmap)
+            text = prompt.encode("utf-8")
+            text_input = mtmd.mtmd_input_text(text, len(text), False, True)  # type: ignore[attr-defined]
+            bitmap_array = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)  # type: ignore[attr-defined]
+            status = mtmd.mtmd_tokenize(self._ctx, chunks, ctypes.byref(text_input), bitmap_array, len(bitmaps))  # type: ignore[attr-defined]
+            if status != 0:
+                raise InvalidRequest(f"the images could not be prepared for this model (libmtmd status {status})",
+                                     param="messages")
+            return self._pieces(chunks, images)
+        finally:
+            for bitmap in bitmaps:
+                mtmd.mtmd_bitmap_free(bitmap)  # type: ignore[attr-defined]
+            mtmd.mtmd_input_chunks_free(chunks)  # type: ignore[attr-defined]
+
+    def _pieces(self, chunks: int, images: Sequence[DecodedImage]) -> PromptPieces:
+        mtmd = self._mtmd
+        tokens: list[int] = []
+        prompt_images: list[PromptImage] = []
+        image_index = 0
+        for index in range(mtmd.mtmd_input_chunks_size(chunks)):  # type: ignore[attr-defined]
+            chunk = mtmd.mtmd_input_chunks_get(chunks, index)  # type: ignore[attr-defined]
+            if mtmd.mtmd_input_chunk_get_type(chunk) == _CHUNK_TYPE_TEXT:  # type: ignore[attr-defined]
+                count = ctypes.c_size_t()
+                ids = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))  # type: ignore[attr-defined]
+                tokens.extend(ids[i] for i in range(count.value))
+                continue
+            num_tokens = mtmd.mtmd_input_chunk_get_n_tokens(chunk)  # type: ignore[attr-defined]
+            if num_tokens > self._max_image_tokens:
+                raise InvalidRequest(
+                    f"an image takes {num_tokens} tokens here, more than this server's --max-batch-tokens "
+                    f"({self._max_image_tokens}); an image is fed in one step", param="messages",
+                )
+            owned = _Chunk(mtmd.mtmd_input_chunk_copy(chunk), mtmd.mtmd_input_chunk_free)  # type: ignore[attr-defined]
+            prompt_images.append(PromptImage(len(tokens), num_tokens, owned))
+            tokens.extend([placeholder_token(images[image_index].digest)] * num_tokens)
+            image_index += 1
+        if prompt_images and prompt_images[-1].start + prompt_images[-1].num_tokens == len(tokens):
+            raise InvalidRequest("a prompt may not end with an image: put text after it", param="messages")
+        return PromptPieces(tokens, tuple(prompt_images))
+
+    def feed(self, image: PromptImage, llama_context: int, *, slot: int, max_batch_tokens: int) -> int:
+        """Encode the image and decode its embeddings at its positions in sequence `slot`: llama_decode's status
+        (0 done, 1 no room in the KV cache: nothing was stored)."""
+        mtmd = self._mtmd
+        chunk = image.chunk.pointer  # type: ignore[attr-defined]
+        if (status := mtmd.mtmd_encode_chunk(self._ctx, chunk)) != 0:  # type: ignore[attr-defined]
+            return status
+        import llama_cpp
+
+        next_position = llama_cpp.llama_pos(0)
+        return mtmd.mtmd_helper_decode_image_chunk(  # type: ignore[attr-defined]
+            self._ctx, llama_context, chunk, mtmd.mtmd_get_output_embd(self._ctx), image.start, slot,  # type: ignore[attr-defined]
+            max_batch_tokens, ctypes.byref(next_position), mtmd.mtmd_helper_post_decode_callback(), None,  # type: ignore[attr-defined]
+        )
+
+    def close(self) -> None:
+        if self._ctx:
+            self._mtmd.mtmd_free(self._ctx)  # type: ignore[attr-defined]
+            self._ctx = 0
