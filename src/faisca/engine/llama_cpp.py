@@ -39,6 +39,7 @@ import numpy as np
 
 from faisca.engine.base import EngineEvent, EnginePrompt, EngineStats, ModelTokens, PromptAccepted, PromptImage, TokenOut
 from faisca.engine.constraint import ConstraintCompiler, TokenConstraint
+from faisca.engine.native_log import NativeLog
 from faisca.engine.sampling import TokenSampler
 from faisca.engine.vision import VisionEncoder
 from faisca.errors import EngineError, InvalidRequest
@@ -66,6 +67,7 @@ def read_gguf_metadata(gguf_path: Path) -> dict[str, str]:
 
     if not gguf_path.is_file():
         raise EngineError(f"{gguf_path} is not a file")
+    NativeLog.install()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
     try:
@@ -219,6 +221,7 @@ class LlamaCppEngine:
         import llama_cpp
         from llama_cpp import _internals
 
+        NativeLog.install()
         started_s = time.monotonic()
         kv_cache_tokens = max(kv_cache_tokens or max_context_tokens, max_context_tokens)
         logger.info("loading %s from %s (context %d tokens per sequence, KV cache %d tokens, %d sequences, %d threads)",
@@ -235,7 +238,13 @@ class LlamaCppEngine:
         context = _internals.LlamaContext(model=model, params=params, verbose=False)
         vision = None
         if projector_path is not None:
-            vision = VisionEncoder.load(projector_path, model, num_threads=num_threads, max_image_tokens=max_batch_tokens)
+            try:
+                vision = VisionEncoder.load(projector_path, model, num_threads=num_threads,
+                                            max_image_tokens=max_batch_tokens)
+            except BaseException:
+                context.close()
+                model.close()
+                raise
             logger.info("%s reads images through the projector %s", name, projector_path)
         logger.info("loaded %s in %.1f s", name, time.monotonic() - started_s)
         scheduler = SchedulerConfig(max_num_seqs=max_num_seqs, max_batch_tokens=max_batch_tokens)

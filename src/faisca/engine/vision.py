@@ -9,7 +9,6 @@ KV cells (on the engine thread: the projector's output buffer is shared, so enco
 from __future__ import annotations
 
 import ctypes
-import logging
 import secrets
 import weakref
 from collections.abc import Sequence
@@ -17,15 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faisca.engine.base import PromptImage
+from faisca.engine.native_log import NativeLog
 from faisca.errors import InvalidRequest, ModelUnavailable
 from faisca.images import DecodedImage
 
-logger = logging.getLogger("faisca.vision")
-
 _CHUNK_TYPE_TEXT = 0
 _CHUNK_TYPE_IMAGE = 1
-_GGML_LOG_LEVEL_WARN = 3
-_GGML_LOG_LEVEL_ERROR = 4
 
 
 def placeholder_token(digest: str) -> int:
@@ -47,35 +43,7 @@ class _Chunk:
         weakref.finalize(self, free, pointer)  # type: ignore[arg-type]
 
 
-class _MtmdLog:
-    """Routes libmtmd's log lines into `logging` (debug; warnings and errors as such), keeping the last errors so a
-    failed load can say why. libmtmd's logger is process-wide: one instance is installed, and kept alive here."""
-
-    def __init__(self, mtmd: object) -> None:
-        import llama_cpp
-
-        self.recent_errors: list[str] = []
-        self._pending = ""
-
-        @llama_cpp.llama_log_callback
-        def on_log(level: int, text: bytes, _user_data: object) -> None:
-            line = text.decode("utf-8", errors="replace")
-            if level >= _GGML_LOG_LEVEL_ERROR:
-                self.recent_errors = [*self.recent_errors[-4:], line.strip()]
-                logger.warning("%s", line.rstrip())
-            elif level == _GGML_LOG_LEVEL_WARN:
-                logger.warning("%s", line.rstrip())
-            else:
-                logger.debug("%s", line.rstrip())
-
-        self._callback = on_log
-        mtmd.mtmd_log_set(on_log, None)  # type: ignore[attr-defined]
-        mtmd.mtmd_helper_log_set(on_log, None)  # type: ignore[attr-defined]
-
-
 class VisionEncoder:
-    _log: _MtmdLog | None = None  # the one installed libmtmd logger (see _MtmdLog)
-
     def __init__(self, mtmd: object, context: int, *, marker: str, max_image_tokens: int) -> None:
         self._mtmd = mtmd
         self._ctx = context
@@ -87,9 +55,7 @@ class VisionEncoder:
         """The projector for `model` (llama-cpp-python's LlamaModel); ModelUnavailable if it does not fit it."""
         from llama_cpp import mtmd_cpp
 
-        if VisionEncoder._log is None:
-            VisionEncoder._log = _MtmdLog(mtmd_cpp)
-        log = VisionEncoder._log
+        log = NativeLog.install()
         log.recent_errors = []
         if not projector_path.is_file():
             raise ModelUnavailable(f"The projector {projector_path} is not a file.")
