@@ -10,6 +10,7 @@ from pathlib import Path
 
 from faisca import __version__
 from faisca.catalog import Catalog, ModelCard
+from faisca.cli.attachments import with_attachments
 from faisca.client import Client, FaiscaClientError
 from faisca.catalog.catalog import CardError
 from faisca.config import DEFAULT_MODEL_ID, Settings
@@ -90,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Chat with a model on a running server, streaming to the terminal. With a "
                                           "prompt: one answer; without: an interactive chat (/bye or Ctrl-D to end).")
     run.add_argument("model", metavar="MODEL", help="id, Hugging Face id or alias")
-    run.add_argument("prompt", metavar="PROMPT", nargs="?", help="one prompt to answer (default: interactive)")
+    run.add_argument("prompt", metavar="PROMPT", nargs="?",
+                     help="one prompt to answer (default: interactive); image files it names (./photo.jpg, "
+                          "/path/to/x.png, ~/y.webp) are attached")
     run.add_argument("--url", default=None, help="the server (default: $FAISCA_URL or http://127.0.0.1:8080)")
     run.add_argument("--api-key", default=None, metavar="KEY", help="the server's API key, if it needs one")
     run.add_argument("--max-tokens", type=_count(1), default=None, metavar="N", help="bound each answer")
@@ -197,7 +200,15 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
     return 0
 
 
-def _stream_answer(client: Client, args: argparse.Namespace, messages: list[dict[str, str]]) -> str:
+def _user_message(line: str) -> dict[str, object]:
+    """The user's line as a message, with the image files it names attached (as `ollama run` does)."""
+    prompt = with_attachments(line)
+    for path in prompt.images:
+        print(f"Added image '{path}'", file=sys.stderr)
+    return {"role": "user", "content": prompt.content()}
+
+
+def _stream_answer(client: Client, args: argparse.Namespace, messages: list[dict[str, object]]) -> str:
     payload: dict[str, object] = {"stream": True, "messages": messages}
     if args.max_tokens:
         payload["max_tokens"] = args.max_tokens
@@ -215,9 +226,9 @@ def _run(args: argparse.Namespace) -> int:
     client = Client(args.url, args.api_key)
     try:
         if args.prompt is not None:
-            _stream_answer(client, args, [{"role": "user", "content": args.prompt}])
+            _stream_answer(client, args, [_user_message(args.prompt)])
             return 0
-        history: list[dict[str, str]] = []
+        history: list[dict[str, object]] = []
         while True:
             try:
                 line = input(">>> ")
@@ -228,10 +239,13 @@ def _run(args: argparse.Namespace) -> int:
                 return 0
             if not line.strip():
                 continue
-            history.append({"role": "user", "content": line})
+            history.append(_user_message(line))
             history.append({"role": "assistant", "content": _stream_answer(client, args, history)})
     except FaiscaClientError as exc:
         print(f"faisca: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # an attached image that cannot be read
+        print(f"faisca: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print()
