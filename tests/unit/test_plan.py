@@ -29,3 +29,20 @@ def test_plain_chat_and_react_plans(catalog: Catalog) -> None:
     react = plan_chat(card, TEMPLATE, ChatRequest(card.id, (Message("user", "hi"),), tools=(Tool("f"),),
                                                   tool_choice="required"))
     assert react.grammar is not None and '"f"' in react.grammar and react.new_parser is not None
+
+
+def test_images_become_the_engines_marker_where_the_client_put_them(catalog: Catalog) -> None:
+    from faisca.types import ImagePart, TextPart
+
+    card = catalog.resolve("smollm2")
+    gemma = ChatTemplate.shipped("gemma3", bos_token="<bos>", eos_token="<eos>")
+    content = (TextPart("compare"), ImagePart("data:a"), TextPart("with"), ImagePart("data:b"))
+    plan = plan_chat(card, gemma, ChatRequest(card.id, (Message("user", content),)), image_marker="<IMG>")
+    assert plan.prompt == "<bos><start_of_turn>user\ncompare<IMG>with<IMG><end_of_turn>\n<start_of_turn>model\n"
+    # the ReAct rewrite (tools) keeps them in their user turn
+    react = plan_chat(card, gemma, ChatRequest(card.id, (Message("user", content),), tools=(Tool("f"),)),
+                      image_marker="<IMG>")
+    assert react.prompt.count("<IMG>") == 2
+    # a raw prompt (Ollama's `raw`) gets them in front
+    raw = ChatRequest(card.id, (Message("user", (ImagePart("data:a"),)),), raw_prompt="describe")
+    assert plan_chat(card, gemma, raw, image_marker="<IMG>").prompt == "<IMG>describe"

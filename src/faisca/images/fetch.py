@@ -54,7 +54,7 @@ class AddressPolicy:
         for kind, is_kind in (
             ("loopback", address.is_loopback), ("link-local", address.is_link_local),
             ("multicast", address.is_multicast), ("unspecified", address.is_unspecified),
-            ("private", address.is_private), ("reserved", address.is_reserved),
+            ("reserved", address.is_reserved), ("private", address.is_private),
         ):
             if is_kind:
                 return f"a {kind} address"

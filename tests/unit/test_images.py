@@ -1,0 +1,244 @@
+"""Image decoding, data URIs, the SSRF address policy, and the safe fetcher against a real local HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.server
+import io
+import ipaddress
+import socket
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+
+import pytest
+from PIL import Image
+
+from faisca.errors import InvalidRequest
+from faisca.images import AddressPolicy, ImageError, ImageLimits, ImageLoader, SafeFetcher, decode_image
+from faisca.images.fetch import FetchLimits
+from faisca.images.loader import data_uri_bytes
+
+MAX_PIXELS = 4096 * 4096
+
+
+def encoded(image: Image.Image, format: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format, **options)
+    return buffer.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header says width x height but whose data is a few bytes: a decompression bomb's shape."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+# --- decoding
+
+
+@pytest.mark.parametrize("format", ["PNG", "JPEG", "WEBP", "GIF"])
+def test_each_accepted_format_decodes_to_rgb(format: str) -> None:
+    image = decode_image(encoded(Image.new("RGB", (30, 20), (200, 10, 10)), format), max_pixels=MAX_PIXELS)
+    assert (image.width, image.height) == (30, 20)
+    assert len(image.rgb) == 30 * 20 * 3
+    red, green, blue = image.rgb[:3]
+    assert red > 150 and green < 60 and blue < 60
+
+
+def test_transparent_pixels_become_white() -> None:
+    image = decode_image(encoded(Image.new("RGBA", (4, 4), (255, 0, 0, 0)), "PNG"), max_pixels=MAX_PIXELS)
+    assert image.rgb[:3] == b"\xff\xff\xff"
+
+
+def test_the_digest_is_of_the_pixels_not_the_encoding() -> None:
+    picture = Image.new("RGB", (16, 16), (1, 2, 3))
+    as_png = decode_image(encoded(picture, "PNG"), max_pixels=MAX_PIXELS)
+    as_lossless_webp = decode_image(encoded(picture, "WEBP", lossless=True), max_pixels=MAX_PIXELS)
+    other = decode_image(encoded(Image.new("RGB", (16, 16), (1, 2, 4)), "PNG"), max_pixels=MAX_PIXELS)
+    assert as_png.digest == as_lossless_webp.digest != other.digest
+
+
+@pytest.mark.parametrize("data, why", [
+    (b"", "empty"),
+    (b"hello, I am text", "not an image"),
+    (encoded(Image.new("RGB", (8, 8)), "BMP"), "not an image"),  # a real image, but not a format taken
+    (encoded(Image.new("RGB", (64, 64)), "PNG")[:60], "cannot be read|damaged"),
+])
+def test_what_is_not_a_usable_image_is_refused(data: bytes, why: str) -> None:
+    with pytest.raises(ImageError, match=why):
+        decode_image(data, max_pixels=MAX_PIXELS)
+
+
+@pytest.mark.parametrize("size", [(20000, 20000), (5000, 5000)])
+def test_too_many_pixels_are_refused_from_the_header(size: tuple[int, int]) -> None:
+    started_s = time.perf_counter()
+    with pytest.raises(ImageError, match="pixels"):
+        decode_image(png_claiming(*size), max_pixels=MAX_PIXELS)
+    assert time.perf_counter() - started_s < 1  # nothing was decoded
+
+
+# --- data URIs
+
+
+def test_data_uris_are_base64_decoded_whatever_their_media_type() -> None:
+    assert data_uri_bytes("data:image/png;base64,aGk=", max_bytes=100) == b"hi"
+    assert data_uri_bytes("data:;base64,aG\nk=", max_bytes=100) == b"hi"
+
+
+@pytest.mark.parametrize("uri, why", [
+    ("data:image/png,hi", "base64-encoded"),
+    ("data:image/png;base64,!!!!", "not valid base64"),
+    ("data:image/png;base64," + "A" * 400, "larger than 100 bytes"),
+])
+def test_bad_data_uris_are_refused(uri: str, why: str) -> None:
+    with pytest.raises(ImageError, match=why):
+        data_uri_bytes(uri, max_bytes=100)
+
+
+# --- the address policy
+
+
+@pytest.mark.parametrize("address, kind", [
+    ("127.0.0.1", "loopback"), ("::1", "loopback"), ("10.1.2.3", "private"), ("172.16.0.1", "private"),
+    ("192.168.1.1", "private"), ("169.254.169.254", "link-local"), ("fe80::1", "link-local"),
+    ("224.0.0.1", "multicast"), ("ff02::1", "multicast"), ("0.0.0.0", "unspecified"), ("fc00::1", "private"),
+    ("::ffff:127.0.0.1", "loopback"), ("64:ff9b::a00:1", "private"), ("100.64.0.1", "not a public"),
+    ("240.0.0.1", "reserved"),
+])
+def test_addresses_that_are_not_public_are_refused(address: str, kind: str) -> None:
+    refusal = AddressPolicy().refusal(ipaddress.ip_address(address))
+    assert refusal is not None and kind in refusal
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "151.101.1.69", "2606:4700:4700::1111"])
+def test_public_addresses_are_allowed(address: str) -> None:
+    assert AddressPolicy().refusal(ipaddress.ip_address(address)) is None
+
+
+def test_allowed_networks_open_a_hole_and_only_that() -> None:
+    policy = AddressPolicy(allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),))
+    assert policy.refusal(ipaddress.ip_address("127.0.0.1")) is None
+    assert policy.refusal(ipaddress.ip_address("127.0.0.2")) is not None
+
+
+# --- fetching, from a real server on loopback (let through by the test's policy)
+
+PNG = encoded(Image.new("RGB", (10, 10), (0, 128, 255)), "PNG")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    hosts_seen: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        _Handler.hosts_seen.append(self.headers.get("Host", ""))
+        port = self.server.server_address[1]
+        routes = {
+            "/image.png": (200, {"Content-Type": "text/html"}, PNG),  # the header lies; the bytes decide
+            "/to-image": (302, {"Location": "/image.png"}, b""),
+            "/to-private": (302, {"Location": f"http://127.0.0.2:{port}/image.png"}, b""),
+            "/loop": (302, {"Location": "/loop"}, b""),
+            "/missing": (404, {}, b"no"),
+            "/huge": (200, {}, b"\0" * 5000),
+        }
+        if self.path == "/slow":
+            time.sleep(1.5)
+        status, headers, body = routes.get(self.path, (200, {}, PNG))
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if self.path != "/huge":  # no Content-Length: the cap must hold while reading
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def image_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+LOOPBACK_ONLY = AddressPolicy(allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),))
+
+
+def fetch(url: str, **limits: float) -> bytes:
+    async def run() -> bytes:
+        fetcher = SafeFetcher(FetchLimits(**limits), policy=LOOPBACK_ONLY)  # type: ignore[arg-type]
+        try:
+            return await fetcher.fetch(url)
+        finally:
+            await fetcher.aclose()
+    return asyncio.run(run())
+
+
+def test_an_allowed_url_is_fetched_and_redirects_followed(image_server: str) -> None:
+    assert fetch(f"{image_server}/image.png") == PNG
+    assert fetch(f"{image_server}/to-image") == PNG
+
+
+def test_the_request_names_the_real_host_though_it_goes_to_the_checked_address(image_server: str) -> None:
+    if socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)[0][4][0] != "127.0.0.1":
+        pytest.skip("localhost does not resolve to 127.0.0.1 first here")
+    port = image_server.rsplit(":", 1)[1]
+    assert fetch(f"http://localhost:{port}/image.png") == PNG
+    assert _Handler.hosts_seen[-1] == f"localhost:{port}"
+
+
+def test_a_redirect_to_a_refused_address_is_refused(image_server: str) -> None:
+    with pytest.raises(ImageError, match="127.0.0.2 is a loopback address"):
+        fetch(f"{image_server}/to-private")
+
+
+@pytest.mark.parametrize("path, limits, why", [
+    ("/loop", {}, "redirects more than 3 times"),
+    ("/missing", {}, "HTTP 404"),
+    ("/huge", {"max_bytes": 1000}, "larger than 1000 bytes"),
+    ("/image.png", {"max_bytes": 20}, "larger than 20 bytes"),  # refused from its Content-Length
+    ("/slow", {"timeout_s": 0.5}, "took longer than 0.5 s|timed out"),
+])
+def test_fetch_failures_say_what_went_wrong(image_server: str, path: str, limits: dict[str, float], why: str) -> None:
+    with pytest.raises(ImageError, match=why):
+        fetch(f"{image_server}{path}", **limits)
+
+
+def test_the_default_policy_refuses_loopback_before_connecting(image_server: str) -> None:
+    async def run() -> None:
+        await SafeFetcher().fetch(f"{image_server}/image.png")
+    with pytest.raises(ImageError, match="loopback"):
+        asyncio.run(run())
+
+
+# --- the loader: every failure an InvalidRequest naming the part
+
+
+@pytest.mark.parametrize("source, why", [
+    ("ftp://example.com/x.png", "scheme `ftp` is not supported"),
+    ("file:///etc/passwd", "scheme `file` is not supported"),
+    ("just some text", "expected an http\\(s\\) URL or a data URI"),
+    ("data:image/png;base64," + base64.b64encode(b"not an image").decode(), "not an image"),
+    ("http://169.254.169.254/latest/meta-data/", "link-local"),
+    ("http://10.0.0.1/x.png", "private"),
+])
+def test_the_loader_names_the_part_in_its_errors(source: str, why: str) -> None:
+    async def run() -> None:
+        loader = ImageLoader(ImageLimits())
+        try:
+            await loader.load(source, param="messages.0.content.1.image_url")
+        finally:
+            await loader.aclose()
+    with pytest.raises(InvalidRequest, match=f"^messages.0.content.1.image_url: .*({why})") as caught:
+        asyncio.run(run())
+    assert caught.value.param == "messages.0.content.1.image_url"
