@@ -115,8 +115,9 @@ def test_unknown_route_and_method_are_shaped(http: httpx.Client) -> None:
 def test_client_disconnect_aborts_the_generation(server: RunningServer, http: httpx.Client) -> None:
     """One context serves one generation at a time: if an abandoned 2,000-token answer kept generating
     (tens of seconds here), the next request would wait behind it."""
+    # <eos> and <end_of_turn> banned: the answer cannot end early on its own (it once did, in under 1 s)
     long = {"model": GEMMA, "messages": USER, "max_tokens": 2000, "temperature": 1.0,
-            "stream": True}
+            "logit_bias": {"1": -100, "106": -100}, "stream": True}
     with httpx.Client(base_url=server.base_url, timeout=60) as streaming:
         with streaming.stream("POST", "/v1/chat/completions", json=long) as response:
             lines = response.iter_lines()
