@@ -152,13 +152,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/slow":
             time.sleep(1.0)
         status, headers, body = routes.get(self.path, (200, {}, PNG))
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        if self.path != "/huge":  # no Content-Length: the cap must hold while reading
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
         try:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            if self.path != "/huge":  # no Content-Length: the cap must hold while reading
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (the timeout test)
             pass
