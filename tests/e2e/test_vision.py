@@ -203,3 +203,45 @@ def test_faisca_run_attaches_a_named_image(vision_server: RunningServer, tmp_pat
     )
     assert result.returncode == 0, result.stderr
     assert "Added image 'photo.png'" in result.stderr and result.stdout.strip()
+
+
+def test_the_context_check_counts_image_tokens(client: openai.OpenAI) -> None:
+    text_only = client.chat.completions.create(model=MODEL, messages=user(), **GREEDY)  # type: ignore[arg-type]
+    assert text_only.usage
+    room_for_text_only = 2048 - text_only.usage.prompt_tokens  # --ctx-size 2048
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=user(image_part(RED)), max_tokens=room_for_text_only)  # type: ignore[arg-type]
+    assert caught.value.code == "context_length_exceeded"
+
+
+@pytest.fixture(scope="module")
+def small_kv_vision_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    directory = tmp_path_factory.mktemp("vision-small-kv")
+    projector = write_tiny_gemma3_projector(directory / "mmproj.gguf")
+    gguf = resolve_gguf(Catalog.from_dirs().resolve("gemma3:270m"))
+    with serving(directory, "--gguf", str(gguf), "--mmproj", str(projector), "--name", MODEL,
+                 "--max-num-seqs", "3", "--ctx-size", "384", "--kv-cache-tokens", "384") as running:
+        yield running
+
+
+def test_a_preempted_sequence_recomputes_its_images(small_kv_vision_server: RunningServer) -> None:
+    """Three sequences of ~200 tokens cannot share 384 KV cells: the newest is preempted, and its image fed again."""
+    no_end = {"1": -100, "106": -100}  # <eos>, <end_of_turn>: every answer runs its full length
+
+    def ask(color: tuple[int, int, int]) -> dict[str, object]:
+        return {"model": MODEL, "messages": user(image_part(data_uri(png(color)))), "max_tokens": 150,
+                "temperature": 0, "logit_bias": no_end}
+
+    colors = [(200, 0, 0), (0, 200, 0), (0, 0, 200)]
+    url = f"{small_kv_vision_server.base_url}/v1"
+    alone = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=300).chat.completions.create(
+        **ask(colors[2])).choices[0].message.content  # type: ignore[call-overload]
+
+    async def run() -> list[openai.types.chat.ChatCompletion]:
+        together = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=300)
+        return await asyncio.gather(*(together.chat.completions.create(**ask(color)) for color in colors))  # type: ignore[call-overload]
+
+    completions = asyncio.run(run())
+    assert all(c.usage and c.usage.completion_tokens == 150 for c in completions)
+    assert "preempted" in small_kv_vision_server.log()
+    assert completions[2].choices[0].message.content[:40] == alone[:40]  # type: ignore[index]
