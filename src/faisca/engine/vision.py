@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import llama_cpp
+from llama_cpp import mtmd_cpp
+
 from faisca.engine.base import PromptImage
 from faisca.engine.native_log import NativeLog
 from faisca.errors import InvalidRequest, ModelUnavailable
@@ -38,14 +41,13 @@ class PromptPieces:
 class _Chunk:
     """One image chunk, owned here and freed when the last prompt holding it is gone."""
 
-    def __init__(self, pointer: int, free: object) -> None:
+    def __init__(self, pointer: int) -> None:
         self.pointer = pointer
-        weakref.finalize(self, free, pointer)  # type: ignore[arg-type]
+        weakref.finalize(self, mtmd_cpp.mtmd_input_chunk_free, pointer)
 
 
 class VisionEncoder:
-    def __init__(self, mtmd: object, context: int, *, marker: str, max_image_tokens: int) -> None:
-        self._mtmd = mtmd
+    def __init__(self, context: int, *, marker: str, max_image_tokens: int) -> None:
         self._ctx = context
         self.marker = marker
         self._max_image_tokens = max_image_tokens
@@ -53,8 +55,6 @@ class VisionEncoder:
     @classmethod
     def load(cls, projector_path: Path, model: object, *, num_threads: int, max_image_tokens: int) -> VisionEncoder:
         """The projector for `model` (llama-cpp-python's LlamaModel); ModelUnavailable if it does not fit it."""
-        from llama_cpp import mtmd_cpp
-
         log = NativeLog.install()
         log.recent_errors = []
         if not projector_path.is_file():
@@ -69,7 +69,7 @@ class VisionEncoder:
         if not context:
             why = "; ".join(log.recent_errors) or "libmtmd refused it"
             raise ModelUnavailable(f"The projector {projector_path} cannot be used with this model: {why}")
-        encoder = cls(mtmd_cpp, context, marker=marker, max_image_tokens=max_image_tokens)
+        encoder = cls(context, marker=marker, max_image_tokens=max_image_tokens)
         if not mtmd_cpp.mtmd_support_vision(context):
             encoder.close()
             raise ModelUnavailable(f"The projector {projector_path} has no vision encoder.")
@@ -82,7 +82,6 @@ class VisionEncoder:
         return encoder
 
     def prompt_pieces(self, prompt: str, images: Sequence[DecodedImage]) -> PromptPieces:
-        mtmd = self._mtmd
         if (found := prompt.count(self.marker)) != len(images):
             raise InvalidRequest(
                 f"the chat template placed {found} of the {len(images)} images in the prompt; this model's template "
@@ -90,45 +89,44 @@ class VisionEncoder:
                 param="messages",
             )
         bitmaps = []
-        chunks = mtmd.mtmd_input_chunks_init()  # type: ignore[attr-defined]
+        chunks = mtmd_cpp.mtmd_input_chunks_init()
         try:
             for image in images:
                 pixels = (ctypes.c_ubyte * len(image.rgb)).from_buffer_copy(image.rgb)
-                bitmap = mtmd.mtmd_bitmap_init(image.width, image.height, pixels)  # type: ignore[attr-defined]
-                mtmd.mtmd_bitmap_set_id(bitmap, image.digest.encode("utf-8"))  # type: ignore[attr-defined]
+                bitmap = mtmd_cpp.mtmd_bitmap_init(image.width, image.height, pixels)
+                mtmd_cpp.mtmd_bitmap_set_id(bitmap, image.digest.encode("utf-8"))
                 bitmaps.append(bitmap)
             text = prompt.encode("utf-8")
-            text_input = mtmd.mtmd_input_text(text, len(text), False, True)  # type: ignore[attr-defined]
-            bitmap_array = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)  # type: ignore[attr-defined]
-            status = mtmd.mtmd_tokenize(self._ctx, chunks, ctypes.byref(text_input), bitmap_array, len(bitmaps))  # type: ignore[attr-defined]
+            text_input = mtmd_cpp.mtmd_input_text(text, len(text), False, True)
+            bitmap_array = (mtmd_cpp.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
+            status = mtmd_cpp.mtmd_tokenize(self._ctx, chunks, ctypes.byref(text_input), bitmap_array, len(bitmaps))
             if status != 0:
                 raise InvalidRequest(f"the images could not be prepared for this model (libmtmd status {status})",
                                      param="messages")
             return self._pieces(chunks, images)
         finally:
             for bitmap in bitmaps:
-                mtmd.mtmd_bitmap_free(bitmap)  # type: ignore[attr-defined]
-            mtmd.mtmd_input_chunks_free(chunks)  # type: ignore[attr-defined]
+                mtmd_cpp.mtmd_bitmap_free(bitmap)
+            mtmd_cpp.mtmd_input_chunks_free(chunks)
 
     def _pieces(self, chunks: int, images: Sequence[DecodedImage]) -> PromptPieces:
-        mtmd = self._mtmd
         tokens: list[int] = []
         prompt_images: list[PromptImage] = []
         image_index = 0
-        for index in range(mtmd.mtmd_input_chunks_size(chunks)):  # type: ignore[attr-defined]
-            chunk = mtmd.mtmd_input_chunks_get(chunks, index)  # type: ignore[attr-defined]
-            if mtmd.mtmd_input_chunk_get_type(chunk) == _CHUNK_TYPE_TEXT:  # type: ignore[attr-defined]
+        for index in range(mtmd_cpp.mtmd_input_chunks_size(chunks)):
+            chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, index)
+            if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == _CHUNK_TYPE_TEXT:
                 count = ctypes.c_size_t()
-                ids = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))  # type: ignore[attr-defined]
+                ids = mtmd_cpp.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
                 tokens.extend(ids[i] for i in range(count.value))
                 continue
-            num_tokens = mtmd.mtmd_input_chunk_get_n_tokens(chunk)  # type: ignore[attr-defined]
+            num_tokens = mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk)
             if num_tokens > self._max_image_tokens:
                 raise InvalidRequest(
                     f"an image takes {num_tokens} tokens here, more than this server's --max-batch-tokens "
                     f"({self._max_image_tokens}); an image is fed in one step", param="messages",
                 )
-            owned = _Chunk(mtmd.mtmd_input_chunk_copy(chunk), mtmd.mtmd_input_chunk_free)  # type: ignore[attr-defined]
+            owned = _Chunk(mtmd_cpp.mtmd_input_chunk_copy(chunk))
             prompt_images.append(PromptImage(len(tokens), num_tokens, owned))
             tokens.extend([placeholder_token(images[image_index].digest)] * num_tokens)
             image_index += 1
@@ -139,19 +137,16 @@ class VisionEncoder:
     def feed(self, image: PromptImage, llama_context: int, *, slot: int, max_batch_tokens: int) -> int:
         """Encode the image and decode its embeddings at its positions in sequence `slot`: llama_decode's status
         (0 done, 1 no room in the KV cache: nothing was stored)."""
-        mtmd = self._mtmd
-        chunk = image.chunk.pointer  # type: ignore[attr-defined]
-        if (status := mtmd.mtmd_encode_chunk(self._ctx, chunk)) != 0:  # type: ignore[attr-defined]
+        chunk = image.chunk.pointer  # type: ignore[attr-defined]  # a _Chunk: this module made it
+        if (status := mtmd_cpp.mtmd_encode_chunk(self._ctx, chunk)) != 0:
             return status
-        import llama_cpp
-
         next_position = llama_cpp.llama_pos(0)
-        return mtmd.mtmd_helper_decode_image_chunk(  # type: ignore[attr-defined]
-            self._ctx, llama_context, chunk, mtmd.mtmd_get_output_embd(self._ctx), image.start, slot,  # type: ignore[attr-defined]
-            max_batch_tokens, ctypes.byref(next_position), mtmd.mtmd_helper_post_decode_callback(), None,  # type: ignore[attr-defined]
+        return mtmd_cpp.mtmd_helper_decode_image_chunk(
+            self._ctx, llama_context, chunk, mtmd_cpp.mtmd_get_output_embd(self._ctx), image.start, slot,
+            max_batch_tokens, ctypes.byref(next_position), mtmd_cpp.mtmd_helper_post_decode_callback(), None,
         )
 
     def close(self) -> None:
         if self._ctx:
-            self._mtmd.mtmd_free(self._ctx)  # type: ignore[attr-defined]
+            mtmd_cpp.mtmd_free(self._ctx)
             self._ctx = 0
