@@ -11,10 +11,8 @@ import asyncio
 import base64
 import io
 import re
-import struct
 import subprocess
 import sys
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from PIL import Image
 from faisca.catalog import Catalog
 from faisca.engine.weights import resolve_gguf
 from tests.e2e.server import RunningServer, serving
+from tests.pictures import png, png_claiming
 from tests.projector import TOKENS_PER_IMAGE, write_tiny_gemma3_projector
 
 MODEL = "gemma3-vision"
@@ -49,12 +48,6 @@ def vision_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
 @pytest.fixture(scope="module")
 def client(vision_server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{vision_server.base_url}/v1", api_key="unused", max_retries=0, timeout=120)
-
-
-def png(color: tuple[int, int, int], size: tuple[int, int] = (320, 240)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def data_uri(data: bytes, media_type: str = "image/png") -> str:
@@ -147,14 +140,6 @@ def test_ollama_images_on_generate_and_chat(vision_server: RunningServer) -> Non
     chat = client.chat(model=MODEL, options=options, messages=[
         {"role": "user", "content": "Compare these.", "images": [png((1, 2, 3)), png((3, 2, 1))]}])
     assert chat.message.content and chat.prompt_eval_count and chat.prompt_eval_count > 2 * TOKENS_PER_IMAGE
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG of a few bytes whose header says width x height: decoding it would allocate width*height*3 bytes."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 BAD_SOURCES = {

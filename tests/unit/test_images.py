@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.server
-import io
 import ipaddress
 import socket
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 
 import pytest
@@ -21,22 +18,9 @@ from faisca.errors import InvalidRequest
 from faisca.images import AddressPolicy, ImageError, ImageLimits, ImageLoader, SafeFetcher, decode_image
 from faisca.images.fetch import FetchLimits
 from faisca.images.loader import data_uri_bytes
+from tests.pictures import encoded, png_claiming
 
 MAX_PIXELS = 4096 * 4096
-
-
-def encoded(image: Image.Image, format: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format, **options)
-    return buffer.getvalue()
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header says width x height but whose data is a few bytes: a decompression bomb's shape."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 # --- decoding
