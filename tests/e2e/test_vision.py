@@ -137,6 +137,10 @@ def test_ollama_images_on_generate_and_chat(vision_server: RunningServer) -> Non
     plain = client.generate(model=MODEL, prompt="What is this?", options=options)
     with_image = client.generate(model=MODEL, prompt="What is this?", images=[png((220, 20, 20))], options=options)
     assert with_image.prompt_eval_count == (plain.prompt_eval_count or 0) + TOKENS_PER_IMAGE_IN_PROMPT
+    raw = client.generate(model=MODEL, prompt="What is this?", raw=True, options=options)
+    raw_with_image = client.generate(model=MODEL, prompt="What is this?", raw=True, images=[png((9, 9, 9))],
+                                     options=options)
+    assert raw_with_image.prompt_eval_count == (raw.prompt_eval_count or 0) + TOKENS_PER_IMAGE_IN_PROMPT
     chat = client.chat(model=MODEL, options=options, messages=[
         {"role": "user", "content": "Compare these.", "images": [png((1, 2, 3)), png((3, 2, 1))]}])
     assert chat.message.content and chat.prompt_eval_count and chat.prompt_eval_count > 2 * TOKENS_PER_IMAGE
