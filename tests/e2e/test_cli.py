@@ -53,3 +53,18 @@ def test_help_texts() -> None:
 def test_bad_numbers_are_usage_errors() -> None:
     result = faisca("serve", "--max-num-seqs", "0")
     assert result.returncode == 2 and "must be at least 1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_local_gguf_mistakes_are_one_clear_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("not a model")
+    for args, why in [
+        (("--mmproj", str(not_gguf)), "--mmproj and --name go with --gguf FILE"),
+        (("--gguf", str(tmp_path / "missing.gguf")), "is not a file"),
+        (("--gguf", str(not_gguf)), "is not a GGUF model llama.cpp can load"),
+        (("--gguf", str(not_gguf), "--mmproj", str(tmp_path / "missing-mmproj.gguf")), "--mmproj"),
+    ]:
+        result = faisca("serve", "--port", "1", *args)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("faisca: ") and why in result.stderr and "Traceback" not in result.stderr
+    assert "--mmproj" in faisca("serve", "--help").stdout
