@@ -281,11 +281,13 @@ class LlamaCppEngine:
     def image_marker(self) -> str | None:
         return self._vision.marker if self._vision is not None else None
 
+    def _lacks_bos(self, tokens: Sequence[int]) -> bool:
+        """The model wants a BOS token first and the rendered prompt did not bring one."""
+        return self._add_bos and (not tokens or tokens[0] != self._bos)
+
     def tokenize(self, prompt: str) -> list[int]:
         tokens = self._model.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)  # type: ignore[attr-defined]
-        if self._add_bos and (not tokens or tokens[0] != self._bos):
-            tokens.insert(0, self._bos)
-        return tokens
+        return [self._bos, *tokens] if self._lacks_bos(tokens) else tokens
 
     def encode_prompt(self, prompt: str, images: Sequence[DecodedImage] = ()) -> EnginePrompt:
         if not images:
@@ -293,11 +295,10 @@ class LlamaCppEngine:
         if self._vision is None:
             raise InvalidRequest("this model reads no images (it has no projector)", param="messages")
         pieces = self._vision.prompt_pieces(prompt, images)
-        tokens, prompt_images = pieces.tokens, pieces.images
-        if self._add_bos and (not tokens or tokens[0] != self._bos):
-            tokens.insert(0, self._bos)
-            prompt_images = tuple(dataclasses.replace(image, start=image.start + 1) for image in prompt_images)
-        return EnginePrompt(tuple(tokens), prompt_images)
+        if self._lacks_bos(pieces.tokens):
+            shifted = tuple(dataclasses.replace(image, start=image.start + 1) for image in pieces.images)
+            return EnginePrompt((self._bos, *pieces.tokens), shifted)
+        return EnginePrompt(tuple(pieces.tokens), pieces.images)
 
     def compile_constraint(self, grammar: str, *, param: str | None = None) -> TokenConstraint:
         return self._constraints.compile(grammar, param=param)
