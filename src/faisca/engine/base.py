@@ -17,10 +17,11 @@ from faisca.types import SamplingParams
 @dataclass(frozen=True)
 class PromptImage:
     """An image's place in a prompt: `num_tokens` positions from `start`, filled from `chunk` (the engine's
-    encoded input for it, opaque here)."""
+    prepared input for it, opaque here); `digest` identifies its pixels."""
 
     start: int
     num_tokens: int
+    digest: str
     chunk: object
 
 

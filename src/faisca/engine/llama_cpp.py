@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -344,10 +345,14 @@ class LlamaCppEngine:
     # --- the engine thread
 
     def _loop(self) -> None:
-        while self._take_commands(block=not (self._running or self._waiting)):
+        # Sleep on the inbox when there is nothing to run, or when a step could do nothing (every sequence waits for
+        # its image's encoding, which posts a wake-up when done).
+        is_idle = True
+        while self._take_commands(block=is_idle):
+            is_idle = True
             if self._running or self._waiting:
                 try:
-                    self._step()
+                    is_idle = not self._step()
                 except Exception as exc:  # never leave requests hanging
                     logger.exception("engine step failed")
                     for sequence in [*self._running.values(), *self._waiting]:
@@ -369,6 +374,8 @@ class LlamaCppEngine:
                     self._waiting.append(argument)  # type: ignore[arg-type]
                 case "abort":
                     self._abort(argument)  # type: ignore[arg-type]
+                case "wake":  # an image's encoding is done
+                    pass
             try:
                 command, argument = self._inbox.get_nowait()
             except queue.Empty:
@@ -379,7 +386,11 @@ class LlamaCppEngine:
             if sequence.request_id == request_id:
                 self._finish(sequence)
 
-    def _step(self) -> None:
+    def _wake(self) -> None:
+        self._inbox.put(("wake", None))
+
+    def _step(self) -> bool:
+        """One step; False if it could do nothing at all."""
         config = self._scheduler
         if self._max_running_under_pressure is not None:
             config = dataclasses.replace(config, max_num_seqs=self._max_running_under_pressure)
@@ -388,13 +399,17 @@ class LlamaCppEngine:
             sequence = self._waiting.popleft()
             assert sequence.request_id == request_id
             self._start(sequence)
+        did_something = bool(plan.admitted)
         chunks = [(self._running[request_id], num_planned) for request_id, num_planned in plan.chunks]
         text_chunks = []
         for sequence, num_planned in chunks:  # images first: their decodes would overwrite the step's logits
             if (image := sequence.image_at(sequence.num_computed)) is None:
                 text_chunks.append((sequence, num_planned))
-            elif not self._feed_image(sequence, image):
-                return
+                continue
+            outcome = self._feed_image(sequence, image)
+            if outcome == "no room":
+                return True
+            did_something |= outcome != "waiting"
         batch = self._batch
         num_tokens = 0
         to_sample: list[tuple[_Sequence, int, int]] = []  # (sequence, batch row with logits, tokens fed)
@@ -410,13 +425,13 @@ class LlamaCppEngine:
                 batch.logits[num_tokens] = position == len(sequence.tokens) - 1
                 num_tokens += 1
             to_sample.append((sequence, num_tokens - 1, num_fed))
-        if num_tokens == 0:  # only images were fed this step
-            return
+        if num_tokens == 0:  # images only, or nothing: every sequence waits for its image's encoding
+            return did_something
         batch.n_tokens = num_tokens
         status = self._lib.llama_decode(self._ctx, batch)
         if status == 1:  # no room in the KV cache for this batch: nothing was computed
             self._make_room()
-            return
+            return True
         if status != 0:
             raise EngineError(f"llama_decode failed with status {status}")
         for sequence, row, num_fed in to_sample:
@@ -426,19 +441,29 @@ class LlamaCppEngine:
                 if sequence.constraint is not None:
                     logits = sequence.constraint.masked(logits)
                 self._accept(sequence, sequence.sampler.sample(logits))
+        return True
 
-    def _feed_image(self, sequence: _Sequence, image: PromptImage) -> bool:
-        """Encode and store one image of a prefilling sequence; False if the KV cache had no room (room is made and
-        the step ends, to be planned again)."""
+    def _feed_image(self, sequence: _Sequence, image: PromptImage) -> Literal["fed", "waiting", "failed", "no room"]:
+        """Store the image a prefilling sequence has reached: "fed"; "waiting" while the encoder thread works on it;
+        "failed" (the sequence ends with the error); "no room" in the KV cache (room is made; the step ends, to be
+        planned again)."""
         assert self._vision is not None, "a prompt with images reached an engine without a projector"
-        status = self._vision.feed(image, self._ctx, slot=sequence.slot, max_batch_tokens=self._scheduler.max_batch_tokens)
+        try:
+            embeddings = self._vision.embeddings(image, on_ready=self._wake)
+        except EngineError as exc:
+            self._finish(sequence, error=exc)
+            return "failed"
+        if embeddings is None:
+            return "waiting"
+        status = self._vision.feed(image, embeddings, self._ctx, slot=sequence.slot,
+                                   max_batch_tokens=self._scheduler.max_batch_tokens)
         if status == 1:
             self._make_room()
-            return False
+            return "no room"
         if status != 0:
             raise EngineError(f"feeding an image failed with status {status}")
         sequence.num_computed += image.num_tokens
-        return True
+        return "fed"
 
     def _start(self, sequence: _Sequence) -> None:
         """Give the sequence a KV slot, starting from the longest prefix any slot already holds."""
