@@ -7,9 +7,10 @@ Gemma 3's chat template, which its mtmd handler needs). For each server:
 
   text TTFT      time to the first token of a short text-only request;
   image TTFT     the same with one new 1024x768 photo-like image (decoded, resized to 896, encoded: 256 tokens);
-  stream gap     the longest pause between two tokens of a text stream (greedy, 400 tokens) while an image request
-                 arrives 2 s into it, and the stream's tok/s before and during that time;
-  image waited   that image request's time to its first token, behind the stream.
+  stream gap     the longest pause between two tokens of a text stream (greedy, 2500 tokens) while an image request
+                 arrives 2 s into it, and the stream's tok/s before and during that time ("cut": the server
+                 ended the stream instead; llama_cpp.server interrupts a running request for a new one);
+  image waited   that image request's time to its first token, beside the stream.
 
     .venv/bin/pip install -r bench/requirements.txt gguf
     .venv/bin/python bench/vision.py [--threads 2] [--workdir /tmp/faisca-bench-vision] [--skip-peer]
@@ -39,6 +40,7 @@ from servers import free_port, running  # noqa: E402
 from tests.projector import GEMMA3_SIGLIP, write_tiny_gemma3_projector  # noqa: E402
 
 CONTEXT_TOKENS = 4096
+STREAM_TOKENS = 2500  # long enough to outlast an image's encoding beside it
 NO_END = {"1": -100, "106": -100}  # <eos>, <end_of_turn>: the stream runs its full length
 
 
@@ -51,9 +53,10 @@ def photo_like(seed: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def token_times(base_url: str, body: dict[str, object]) -> list[float]:
-    """perf_counter() at each streamed content chunk; the first entry is when the request was sent."""
-    stamps = [time.perf_counter()]
+def token_times(base_url: str, body: dict[str, object], stamps: list[float] | None = None) -> list[float]:
+    """perf_counter() at each streamed content chunk, after the time the request was sent (the first entry)."""
+    stamps = [] if stamps is None else stamps
+    stamps.append(time.perf_counter())
     with httpx.stream("POST", f"{base_url}/v1/chat/completions", json={**body, "stream": True}, timeout=900) as response:
         response.raise_for_status()
         for line in response.iter_lines():
@@ -63,6 +66,14 @@ def token_times(base_url: str, body: dict[str, object]) -> list[float]:
             if chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
                 stamps.append(time.perf_counter())
     return stamps
+
+
+def stream_into(base_url: str, body: dict[str, object], stamps: list[float], outcome: list[str]) -> None:
+    try:
+        token_times(base_url, body, stamps)
+        outcome.append("done")
+    except httpx.HTTPError:
+        outcome.append("cut")
 
 
 def ask(model: str, text: str, image: str | None = None, **options: object) -> dict[str, object]:
@@ -76,25 +87,27 @@ def measure(base_url: str, model: str, seed: int) -> dict[str, float]:
     text = token_times(base_url, ask(model, "Describe a cat.", max_tokens=2))
     image = token_times(base_url, ask(model, "Describe this picture.", photo_like(seed), max_tokens=2))
     stream: list[float] = []
-    waited: list[float] = []
-    streaming = threading.Thread(target=lambda: stream.extend(
-        token_times(base_url, ask(model, "Tell a long story.", max_tokens=400, logit_bias=NO_END))))
+    outcome: list[str] = []
+    streaming = threading.Thread(target=stream_into, args=(
+        base_url, ask(model, "Tell a long story.", max_tokens=STREAM_TOKENS, logit_bias=NO_END), stream, outcome))
     streaming.start()
     time.sleep(2.0)
     image_sent_s = time.perf_counter()
-    waited.extend(token_times(base_url, ask(model, "Describe this picture.", photo_like(seed + 1), max_tokens=2)))
+    waited = token_times(base_url, ask(model, "Describe this picture.", photo_like(seed + 1), max_tokens=2))
     streaming.join()
     first_image_token_s = waited[1]
     before = [t for t in stream[1:] if t < image_sent_s]
-    during = [t for t in stream[1:] if image_sent_s <= t <= first_image_token_s]
+    during_end_s = min(first_image_token_s, stream[-1])  # the stream may end first
+    during = [t for t in stream[1:] if image_sent_s <= t <= during_end_s]
     gaps = np.diff([t for t in stream[1:] if t >= before[-1]]) if before else np.array([0.0])
     return {
         "text_ttft_s": text[1] - text[0],
         "image_ttft_s": image[1] - image[0],
         "stream_gap_s": float(gaps.max()),
         "stream_tok_s_before": (len(before) - 1) / (before[-1] - before[0]) if len(before) > 1 else 0.0,
-        "stream_tok_s_during": len(during) / (first_image_token_s - image_sent_s),
+        "stream_tok_s_during": len(during) / (during_end_s - image_sent_s) if during else 0.0,
         "image_waited_s": first_image_token_s - image_sent_s,
+        "stream_was_cut": float(outcome != ["done"]),
     }
 
 
@@ -136,12 +149,13 @@ def main() -> None:
     print(f"{'':8} {'text TTFT s':>11} {'image TTFT s':>12} {'stream gap s':>12} {'stream tok/s before/during':>27} "
           f"{'image waited s':>14}")
     for name, row in rows.items():
-        print(f"{name:8} {row['text_ttft_s']:11.2f} {row['image_ttft_s']:12.1f} {row['stream_gap_s']:12.1f} "
+        gap = "cut" if row["stream_was_cut"] else f"{row['stream_gap_s']:.1f}"
+        print(f"{name:8} {row['text_ttft_s']:11.2f} {row['image_ttft_s']:12.1f} {gap:>12} "
               f"{row['stream_tok_s_before']:13.1f} / {row['stream_tok_s_during']:<11.1f} {row['image_waited_s']:14.1f}")
     if "peer" in rows:
         faisca, peer = rows["faisca"], rows["peer"]
         print(f"faisca/peer image TTFT ratio:  {faisca['image_ttft_s'] / peer['image_ttft_s']:.3f} (lower is faster)")
-        print(f"faisca/peer stream gap ratio:  {faisca['stream_gap_s'] / peer['stream_gap_s']:.3f}")
+        print(f"faisca/peer image-beside-a-stream ratio: {faisca['image_waited_s'] / peer['image_waited_s']:.3f}")
 
 
 if __name__ == "__main__":
