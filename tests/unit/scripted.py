@@ -34,12 +34,9 @@ class ScriptedEngine:
     def chat_template_source(self) -> str | None:
         return self.template
 
-    def tokenize(self, prompt: str) -> list[int]:
-        return list(range(len(prompt.split())))
-
     def encode_prompt(self, prompt: str, images: Sequence[object] = ()) -> EnginePrompt:
         assert not images, "the scripted engine reads no images"
-        return EnginePrompt(tuple(self.tokenize(prompt)))
+        return EnginePrompt(tuple(range(len(prompt.split()))))
 
     def compile_constraint(self, grammar: str, *, param: str | None = None) -> object:
         return grammar

@@ -37,10 +37,6 @@ class EnginePrompt:
     def num_tokens(self) -> int:
         return len(self.tokens)
 
-    @property
-    def num_image_tokens(self) -> int:
-        return sum(image.num_tokens for image in self.images)
-
 
 @dataclass(frozen=True)
 class PromptAccepted:
@@ -110,14 +106,10 @@ class Engine(Protocol):
         """The text that stands for an image in a rendered prompt; None when the model reads no images."""
         ...
 
-    def tokenize(self, prompt: str) -> list[int]:
-        """Tokens of a rendered prompt: special tokens in the text are parsed; BOS added only if the model wants one
-        and the text lacks it."""
-        ...
-
     def encode_prompt(self, prompt: str, images: Sequence[DecodedImage] = ()) -> EnginePrompt:
-        """A rendered prompt, its `image_marker`s standing for `images` in order, as the engine takes it (blocking:
-        images are resized and normalised here). InvalidRequest if the markers and images do not match."""
+        """A rendered prompt, its `image_marker`s standing for `images` in order, as the engine takes it: special
+        tokens in the text parsed, BOS added only if the model wants one and the text lacks it (blocking with images:
+        they are resized and normalised here). InvalidRequest if the markers and images do not match."""
         ...
 
     def compile_constraint(self, grammar: str, *, param: str | None = None) -> Constraint:

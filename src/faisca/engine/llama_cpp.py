@@ -241,7 +241,7 @@ class LlamaCppEngine:
         if projector_path is not None:
             try:
                 vision = VisionEncoder.load(projector_path, model, num_threads=num_threads,
-                                            max_image_tokens=max_batch_tokens)
+                                            max_batch_tokens=max_batch_tokens)
             except BaseException:
                 context.close()
                 model.close()
@@ -286,20 +286,18 @@ class LlamaCppEngine:
         """The model wants a BOS token first and the rendered prompt did not bring one."""
         return self._add_bos and (not tokens or tokens[0] != self._bos)
 
-    def tokenize(self, prompt: str) -> list[int]:
-        tokens = self._model.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)  # type: ignore[attr-defined]
-        return [self._bos, *tokens] if self._lacks_bos(tokens) else tokens
-
     def encode_prompt(self, prompt: str, images: Sequence[DecodedImage] = ()) -> EnginePrompt:
         if not images:
-            return EnginePrompt(tuple(self.tokenize(prompt)))
-        if self._vision is None:
+            text = self._model.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)  # type: ignore[attr-defined]
+            pieces = EnginePrompt(tuple(text))
+        elif self._vision is None:
             raise InvalidRequest("this model reads no images (it has no projector)", param="messages")
-        pieces = self._vision.prompt_pieces(prompt, images)
+        else:
+            pieces = self._vision.prompt_pieces(prompt, images)
         if self._lacks_bos(pieces.tokens):
             shifted = tuple(dataclasses.replace(image, start=image.start + 1) for image in pieces.images)
             return EnginePrompt((self._bos, *pieces.tokens), shifted)
-        return EnginePrompt(tuple(pieces.tokens), pieces.images)
+        return pieces
 
     def compile_constraint(self, grammar: str, *, param: str | None = None) -> TokenConstraint:
         return self._constraints.compile(grammar, param=param)
@@ -455,8 +453,7 @@ class LlamaCppEngine:
             return "failed"
         if embeddings is None:
             return "waiting"
-        status = self._vision.feed(image, embeddings, self._ctx, slot=sequence.slot,
-                                   max_batch_tokens=self._scheduler.max_batch_tokens)
+        status = self._vision.feed(image, embeddings, self._ctx, slot=sequence.slot)
         if status == 1:
             self._make_room()
             return "no room"

@@ -5,9 +5,9 @@ into embeddings the text model reads in place of tokens.
 and normalised here, on the caller's thread). Encoding an image is the expensive part (Gemma 3's vision tower is a
 400M-parameter SigLIP at 896 px: 40-50 s on 2 cores), so it runs on an encoder thread of its own, at a lower
 priority, asked for by the engine when a sequence reaches the image: the engine's other sequences keep decoding
-meanwhile, and an image whose KV cells are already cached is never encoded again. The last few images' embeddings are kept (a preempted sequence,
-or a conversation resending its picture, does not pay twice). `feed` decodes embeddings into a sequence's KV cells,
-on the engine thread.
+meanwhile, and an image whose KV cells are already cached is never encoded again. The last few images' embeddings
+are kept (a preempted sequence, or a conversation resending its picture, does not pay twice). `feed` decodes
+embeddings into a sequence's KV cells, on the engine thread.
 """
 
 from __future__ import annotations
@@ -20,20 +20,18 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
 import numpy as np
 from llama_cpp import mtmd_cpp
 
-from faisca.engine.base import PromptImage
+from faisca.engine.base import EnginePrompt, PromptImage
 from faisca.engine.native_log import NativeLog
 from faisca.errors import EngineError, InvalidRequest, ModelUnavailable
 from faisca.images import DecodedImage
 
 _CHUNK_TYPE_TEXT = 0
-_CHUNK_TYPE_IMAGE = 1
 _MAX_KEPT_EMBEDDINGS = 16  # images; Gemma 3 27B's are 5.5 MB each
 _ENCODER_NICENESS = 10  # CPU weight ~1/10 of a normal thread's
 
@@ -41,12 +39,6 @@ _ENCODER_NICENESS = 10  # CPU weight ~1/10 of a normal thread's
 def placeholder_token(digest: str) -> int:
     """The (negative) id an image's positions hold in a prompt's token list: equal for equal pixels only."""
     return -1 - int.from_bytes(digest.encode("utf-8")[-16:], "big") % (1 << 62)
-
-
-@dataclass(frozen=True)
-class PromptPieces:
-    tokens: list[int]
-    images: tuple[PromptImage, ...]
 
 
 class _Chunk:
@@ -70,10 +62,10 @@ def _yield_the_cores() -> None:
 
 
 class VisionEncoder:
-    def __init__(self, context: int, *, marker: str, max_image_tokens: int, embedding_width: int) -> None:
+    def __init__(self, context: int, *, marker: str, max_batch_tokens: int, embedding_width: int) -> None:
         self._ctx = context
         self.marker = marker
-        self._max_image_tokens = max_image_tokens
+        self._max_batch_tokens = max_batch_tokens  # an image is decoded in one batch: it may take no more
         self._embedding_width = embedding_width
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision-encoder",
                                            initializer=_yield_the_cores)
@@ -82,7 +74,7 @@ class VisionEncoder:
         self._encoding: dict[str, Future[np.ndarray]] = {}
 
     @classmethod
-    def load(cls, projector_path: Path, model: object, *, num_threads: int, max_image_tokens: int) -> VisionEncoder:
+    def load(cls, projector_path: Path, model: object, *, num_threads: int, max_batch_tokens: int) -> VisionEncoder:
         """The projector for `model` (llama-cpp-python's LlamaModel); ModelUnavailable if it does not fit it."""
         log = NativeLog.install()
         log.recent_errors = []
@@ -98,7 +90,7 @@ class VisionEncoder:
         if not context:
             why = "; ".join(log.recent_errors) or "libmtmd refused it"
             raise ModelUnavailable(f"The projector {projector_path} cannot be used with this model: {why}")
-        encoder = cls(context, marker=marker, max_image_tokens=max_image_tokens,
+        encoder = cls(context, marker=marker, max_batch_tokens=max_batch_tokens,
                       embedding_width=llama_cpp.llama_model_n_embd_inp(model.model))  # type: ignore[attr-defined]
         if not mtmd_cpp.mtmd_support_vision(context):
             encoder.close()
@@ -111,7 +103,8 @@ class VisionEncoder:
             )
         return encoder
 
-    def prompt_pieces(self, prompt: str, images: Sequence[DecodedImage]) -> PromptPieces:
+    def prompt_pieces(self, prompt: str, images: Sequence[DecodedImage]) -> EnginePrompt:
+        """The prompt's text tokens and image chunks, as mtmd splits them (BOS is the caller's business)."""
         if (found := prompt.count(self.marker)) != len(images):
             raise InvalidRequest(
                 f"the chat template placed {found} of the {len(images)} images in the prompt; this model's template "
@@ -139,7 +132,7 @@ class VisionEncoder:
                 mtmd_cpp.mtmd_bitmap_free(bitmap)
             mtmd_cpp.mtmd_input_chunks_free(chunks)
 
-    def _pieces(self, chunks: int, images: Sequence[DecodedImage]) -> PromptPieces:
+    def _pieces(self, chunks: int, images: Sequence[DecodedImage]) -> EnginePrompt:
         tokens: list[int] = []
         prompt_images: list[PromptImage] = []
         image_index = 0
@@ -151,10 +144,10 @@ class VisionEncoder:
                 tokens.extend(ids[i] for i in range(count.value))
                 continue
             num_tokens = mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk)
-            if num_tokens > self._max_image_tokens:
+            if num_tokens > self._max_batch_tokens:
                 raise InvalidRequest(
                     f"an image takes {num_tokens} tokens here, more than this server's --max-batch-tokens "
-                    f"({self._max_image_tokens}); an image is fed in one step", param="messages",
+                    f"({self._max_batch_tokens}); an image is fed in one step", param="messages",
                 )
             owned = _Chunk(mtmd_cpp.mtmd_input_chunk_copy(chunk))
             prompt_images.append(PromptImage(len(tokens), num_tokens, images[image_index].digest, owned))
@@ -162,7 +155,7 @@ class VisionEncoder:
             image_index += 1
         if prompt_images and prompt_images[-1].start + prompt_images[-1].num_tokens == len(tokens):
             raise InvalidRequest("a prompt may not end with an image: put text after it", param="messages")
-        return PromptPieces(tokens, tuple(prompt_images))
+        return EnginePrompt(tuple(tokens), tuple(prompt_images))
 
     def embeddings(self, image: PromptImage, *, on_ready: Callable[[], None]) -> np.ndarray | None:
         """(Engine thread.) The image's embeddings, or None while the encoder thread computes them (asked for here
@@ -192,14 +185,13 @@ class VisionEncoder:
         size = image.num_tokens * self._embedding_width
         return np.ctypeslib.as_array(mtmd_cpp.mtmd_get_output_embd(self._ctx), shape=(size,)).copy()
 
-    def feed(self, image: PromptImage, embeddings: np.ndarray, llama_context: int, *, slot: int,
-             max_batch_tokens: int) -> int:
+    def feed(self, image: PromptImage, embeddings: np.ndarray, llama_context: int, *, slot: int) -> int:
         """(Engine thread.) Decode the image's embeddings at its positions in sequence `slot`: llama_decode's status
         (0 done, 1 no room in the KV cache: nothing was stored)."""
         next_position = llama_cpp.llama_pos(0)
         return mtmd_cpp.mtmd_helper_decode_image_chunk(
             self._ctx, llama_context, image.chunk.pointer,  # type: ignore[attr-defined]
-            embeddings.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), image.start, slot, max_batch_tokens,
+            embeddings.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), image.start, slot, self._max_batch_tokens,
             ctypes.byref(next_position), mtmd_cpp.mtmd_helper_post_decode_callback(), None,
         )
 
