@@ -26,7 +26,7 @@ def sse_events(response: httpx.Response) -> list[object]:
 
 
 def test_response_has_exactly_the_seed_shape(http: httpx.Client) -> None:
-    response = http.post("/v1/chat/completions", json={"model": GEMMA, "messages": HELLO, "max_tokens": 8})
+    response = http.post("/v1/chat/completions", json={"model": GEMMA, "messages": HELLO, "max_tokens": 8, "temperature": 0})
     assert response.status_code == 200
     body = response.json()
     assert list(body) == ["id", "object", "created", "model", "choices", "usage", "prompt_logprobs"]
@@ -54,7 +54,7 @@ def test_response_has_exactly_the_seed_shape(http: httpx.Client) -> None:
 
 def test_openai_client_round_trip_by_hf_id_and_alias(client: openai.OpenAI) -> None:
     for model in ("google/gemma-3-270m", "gemma3:270m"):
-        completion = client.chat.completions.create(model=model, messages=HELLO, max_tokens=4)  # type: ignore[arg-type]
+        completion = client.chat.completions.create(model=model, messages=HELLO, max_tokens=4, temperature=0)  # type: ignore[arg-type]
         assert completion.model == GEMMA
         assert completion.choices[0].message.content
 
@@ -73,7 +73,7 @@ def test_stream_equals_non_stream_at_temperature_zero(client: openai.OpenAI) -> 
 
 
 def test_stream_framing_and_include_usage(http: httpx.Client) -> None:
-    body = {"model": SMOLLM2, "messages": HELLO, "max_tokens": 6, "stream": True, "stream_options": {"include_usage": True}}
+    body = {"model": SMOLLM2, "messages": HELLO, "max_tokens": 6, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
     with http.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -94,7 +94,7 @@ def test_without_include_usage_chunks_carry_no_usage_key(http: httpx.Client) -> 
 
 
 def test_max_completion_tokens_alone_bounds_the_answer(client: openai.OpenAI) -> None:
-    completion = client.chat.completions.create(model=SMOLLM2, messages=HELLO, max_completion_tokens=5)  # type: ignore[arg-type]
+    completion = client.chat.completions.create(model=SMOLLM2, messages=HELLO, max_completion_tokens=5, temperature=0)  # type: ignore[arg-type]
     assert completion.choices[0].finish_reason == "length"
     assert completion.usage is not None and completion.usage.completion_tokens == 5
 

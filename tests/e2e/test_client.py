@@ -18,7 +18,7 @@ SEED_PAYLOAD = {"stream": True, "messages": [{"role": "system", "content": "You 
 
 def test_ai_run_streams_like_the_edge_function_examples(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAISCA_URL", server.base_url)
-    chunks = list(AI.run("google-gemma-3-270m", {**SEED_PAYLOAD, "max_tokens": 8}))  # type: ignore[arg-type]
+    chunks = list(AI.run("google-gemma-3-270m", {**SEED_PAYLOAD, "max_tokens": 8, "temperature": 0}))  # type: ignore[arg-type]
     assert chunks[0]["object"] == "chat.completion.chunk"
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     whole = AI.run("google/gemma-3-270m", {"messages": SEED_PAYLOAD["messages"], "max_tokens": 8, "temperature": 0})
@@ -42,8 +42,8 @@ def test_clients_raise_one_error_type_with_the_status(server: RunningServer) -> 
 def test_the_async_twin(server: RunningServer) -> None:
     async def run() -> tuple[dict, list[dict]]:
         client = AsyncClient(server.base_url)
-        whole = await client.run("gemma3:270m", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
-        chunks = [chunk async for chunk in await client.run("gemma3:270m", {**SEED_PAYLOAD, "max_tokens": 3})]  # type: ignore[union-attr]
+        whole = await client.run("gemma3:270m", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0})
+        chunks = [chunk async for chunk in await client.run("gemma3:270m", {**SEED_PAYLOAD, "max_tokens": 3, "temperature": 0})]  # type: ignore[union-attr]
         return whole, chunks  # type: ignore[return-value]
 
     whole, chunks = asyncio.run(run())

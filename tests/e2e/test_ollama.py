@@ -83,7 +83,7 @@ def test_tools_give_object_arguments(client: ollama.Client) -> None:
 
 
 def test_ndjson_framing_and_errors(http: httpx.Client) -> None:
-    with http.stream("POST", "/api/generate", json={"model": "gemma3:270m", "prompt": "hi", "options": {"num_predict": 3}}) as response:
+    with http.stream("POST", "/api/generate", json={"model": "gemma3:270m", "prompt": "hi", "options": {"num_predict": 3, "temperature": 0}}) as response:
         assert response.headers["content-type"].startswith("application/x-ndjson")
         lines = [json.loads(line) for line in response.iter_lines() if line]
     assert [line["done"] for line in lines] == [False] * (len(lines) - 1) + [True]
