@@ -25,8 +25,8 @@ from faisca.metrics import Metrics
 from faisca.registry import ModelRegistry, ServedModel
 from faisca.scheduler.admission import Admission, AdmissionLimits, AdmittedStream
 from faisca.types import (
-    ChatEnd, ChatEvent, ChatRequest, ChoiceEnd, FinishReason, ImagePart, ReasoningDelta, SamplingParams, TextDelta,
-    ToolCall, ToolCallArgumentsDelta, ToolCallStart, Usage,
+    ChatEnd, ChatEvent, ChatRequest, ChoiceEnd, FinishReason, ImagePart, LogprobsDelta, ReasoningDelta, SampledLogprobs,
+    SamplingParams, TextDelta, ToolCall, ToolCallArgumentsDelta, ToolCallStart, Usage,
 )
 
 
@@ -142,6 +142,8 @@ class ChatService:
                     latency_s.observe(now_s - last_token_at_s)
                     last_token_at_s = now_s
                     num_completion_tokens += 1
+                    if event.logprobs is not None:
+                        yield LogprobsDelta(choice_index, event.logprobs)
                     text, stop_reason = stops.feed(event.text)
                     if text:
                         for chat_event in calls.feed(text):
@@ -207,6 +209,8 @@ class ChoiceResult:
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: FinishReason = "length"
     stop_reason: str | None = None
+    # one per generated token when they were asked for; None when not
+    logprobs: list[SampledLogprobs] | None = None
 
 
 @dataclass
@@ -221,9 +225,12 @@ async def fold_chat(events: AsyncIterator[ChatEvent]) -> ChatResult:
     texts: dict[int, list[str]] = {}
     reasoning: dict[int, list[str]] = {}
     calls: dict[int, dict[int, tuple[str, str, list[str]]]] = {}  # choice -> call -> (id, name, argument pieces)
+    logprobs: dict[int, list[SampledLogprobs]] = {}
     for_choice: dict[int, ChoiceResult] = {}
     async for event in events:
         match event:
+            case LogprobsDelta(choice_index=index, logprobs=token_logprobs):
+                logprobs.setdefault(index, []).append(token_logprobs)
             case TextDelta(choice_index=index, text=text):
                 texts.setdefault(index, []).append(text)
             case ReasoningDelta(choice_index=index, text=text):
@@ -240,6 +247,7 @@ async def fold_chat(events: AsyncIterator[ChatEvent]) -> ChatResult:
                     [ToolCall(call_id, name, "".join(pieces)) for call_id, name, pieces in calls.get(index, {}).values()],
                     finish_reason,
                     stop_reason,
+                    logprobs.get(index),
                 )
             case ChatEnd(usage=usage):
                 result.usage = usage

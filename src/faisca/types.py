@@ -88,6 +88,9 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     # (token id, bias added to its logit); -100 bans a token, +100 all but forces it (OpenAI's logit_bias)
     logit_bias: tuple[tuple[int, float], ...] = ()
+    # None: no log-probabilities; k: each generated token's log-probability and the k likeliest tokens' at its
+    # position (OpenAI's `logprobs: true` with `top_logprobs: k`).
+    top_logprobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,31 @@ class Usage:
 
 
 # --- Output events of a chat: the one stream both the streaming and the non-streaming answers are built from.
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token and its log-probability (natural log) in the model's distribution at one position."""
+
+    token_bytes: bytes  # the token's text; a byte-fallback token may hold part of a UTF-8 character
+    logprob: float
+
+
+@dataclass(frozen=True)
+class SampledLogprobs:
+    """A generated token's log-probability and, when asked for, the likeliest tokens' at its position (likeliest
+    first)."""
+
+    chosen: TokenLogprob
+    top: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class LogprobsDelta:
+    """One generated token's log-probabilities, sent before the text events the token produces."""
+
+    choice_index: int
+    logprobs: SampledLogprobs
 
 
 @dataclass(frozen=True)
@@ -162,4 +190,6 @@ class ChatEnd:
     usage: Usage
 
 
-ChatEvent: TypeAlias = TextDelta | ReasoningDelta | ToolCallStart | ToolCallArgumentsDelta | ChoiceEnd | ChatEnd
+ChatEvent: TypeAlias = (
+    TextDelta | ReasoningDelta | ToolCallStart | ToolCallArgumentsDelta | LogprobsDelta | ChoiceEnd | ChatEnd
+)

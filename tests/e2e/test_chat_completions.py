@@ -161,3 +161,41 @@ def test_earlier_turns_with_null_tool_calls_are_accepted(http: httpx.Client) -> 
     ]
     response = http.post("/v1/chat/completions", json={"model": GEMMA, "messages": messages, "max_tokens": 3})
     assert response.status_code == 200, response.text
+
+
+def test_logprobs_give_each_generated_token_and_its_likeliest_alternatives(client: openai.OpenAI) -> None:
+    asked = {"model": GEMMA, "messages": HELLO, "max_tokens": 8, "temperature": 0, "logprobs": True, "top_logprobs": 3}
+    whole = client.chat.completions.create(**asked)  # type: ignore[call-overload]
+    [choice] = whole.choices
+    assert choice.finish_reason == "length" and choice.logprobs is not None and choice.logprobs.content is not None
+    entries = choice.logprobs.content
+    assert len(entries) == whole.usage.completion_tokens == 8  # type: ignore[union-attr]
+    assert "".join(entry.token for entry in entries) == choice.message.content
+    for entry in entries:
+        assert bytes(entry.bytes or []).decode("utf-8", errors="replace") == entry.token
+        assert [alternative.logprob for alternative in entry.top_logprobs] == sorted(
+            (alternative.logprob for alternative in entry.top_logprobs), reverse=True)
+        assert len(entry.top_logprobs) == 3 and all(alternative.logprob <= 0 for alternative in entry.top_logprobs)
+        # greedy: the chosen token is the likeliest one
+        assert (entry.token, entry.logprob) == (entry.top_logprobs[0].token, entry.top_logprobs[0].logprob)
+    streamed = [c for c in client.chat.completions.create(**asked, stream=True) if c.choices]  # type: ignore[call-overload]
+    streamed_entries = [entry for c in streamed if c.choices[0].logprobs for entry in c.choices[0].logprobs.content or []]
+    assert [entry.token for entry in streamed_entries] == [entry.token for entry in entries]
+    assert all(abs(a.logprob - b.logprob) < 0.05 for a, b in zip(streamed_entries, entries, strict=True))
+    plain = client.chat.completions.create(model=GEMMA, messages=HELLO, max_tokens=2, temperature=0)  # type: ignore[arg-type]
+    assert plain.choices[0].logprobs is None
+
+
+def test_logprobs_are_the_models_not_the_samplers(client: openai.OpenAI) -> None:
+    """The first position's distribution is the same whatever the sampling: logprobs are taken before temperature,
+    penalties and logit_bias."""
+    def first_position(**sampling: object) -> list[tuple[str, float]]:
+        completion = client.chat.completions.create(model=GEMMA, messages=HELLO, max_tokens=1, logprobs=True,  # type: ignore[call-overload]
+                                                    top_logprobs=5, **sampling)
+        return [(top.token, top.logprob) for top in completion.choices[0].logprobs.content[0].top_logprobs]
+
+    greedy = first_position(temperature=0)
+    for sampling in ({"temperature": 2, "seed": 1}, {"temperature": 0.5, "presence_penalty": 2, "logit_bias": {"1": -100}}):
+        other = first_position(**sampling)
+        assert [token for token, _ in other] == [token for token, _ in greedy]
+        assert all(abs(a - b) < 0.05 for (_, a), (_, b) in zip(other, greedy, strict=True))

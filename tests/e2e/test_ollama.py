@@ -99,3 +99,19 @@ def test_ndjson_framing_and_errors(http: httpx.Client) -> None:
     bad_options = http.post("/api/generate", json={"model": "gemma3:270m", "prompt": "x", "options": {"temperature": "hot"}})
     assert bad_options.status_code == 400 and "temperature" in bad_options.json()["error"]
     assert http.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_logprobs_on_generate_and_chat(client: ollama.Client, stream: bool) -> None:
+    options = {"num_predict": 6, "temperature": 0, "repeat_penalty": 1}  # greedy on the model's own distribution
+    asked = {"model": "gemma3:270m", "options": options, "logprobs": True, "top_logprobs": 2, "stream": stream}
+    for response in (client.generate(prompt="roses are red", **asked),  # type: ignore[call-overload]
+                     client.chat(messages=[{"role": "user", "content": "roses are red"}], **asked)):  # type: ignore[call-overload]
+        parts = list(response) if stream else [response]
+        entries = [entry for part in parts for entry in part.logprobs or []]
+        text = "".join(part.response if hasattr(part, "response") else part.message.content for part in parts)
+        assert len(entries) == parts[-1].eval_count == 6
+        assert "".join(entry.token for entry in entries) == text
+        assert all(len(entry.top_logprobs or []) == 2 and entry.top_logprobs[0].token == entry.token for entry in entries)
+    plain = client.generate(model="gemma3:270m", prompt="roses are red", options={"num_predict": 2})
+    assert plain.logprobs is None

@@ -5,10 +5,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from faisca.api.openai.convert import to_chat_request, to_chunks, without_null_message_fields
+from faisca.api.openai.convert import to_chat_completion, to_chat_request, to_chunks, without_null_message_fields
 from faisca.catalog import Catalog
 from faisca.errors import InvalidRequest, UnsupportedCapability
-from faisca.types import ChatEnd, ChatEvent, ChoiceEnd, ImagePart, TextDelta, TextPart, Usage
+from faisca.service import fold_chat
+from faisca.types import (
+    ChatEnd, ChatEvent, ChoiceEnd, ImagePart, LogprobsDelta, SampledLogprobs, TextDelta, TextPart, TokenLogprob, Usage,
+)
 
 
 def test_wire_request_becomes_a_neutral_request(catalog: Catalog) -> None:
@@ -72,11 +75,65 @@ def test_no_usage_chunk_unless_asked() -> None:
     assert all(chunk["choices"] for chunk in asyncio.run(_chunks(include_usage=False)))
 
 
-def test_logprobs_are_refused_not_ignored(catalog: Catalog) -> None:
-    body = {"messages": [{"role": "user", "content": "hi"}], "logprobs": True}
-    with pytest.raises(UnsupportedCapability) as caught:
-        to_chat_request(body, catalog.resolve("gemma3:270m"))
-    assert caught.value.param == "logprobs"
+@pytest.mark.parametrize(("fields", "top_logprobs"), [
+    ({}, None), ({"logprobs": False}, None), ({"logprobs": False, "top_logprobs": 0}, None),
+    ({"logprobs": True}, 0), ({"logprobs": True, "top_logprobs": None}, 0), ({"logprobs": True, "top_logprobs": 5}, 5),
+])
+def test_logprobs_become_the_number_of_alternatives(catalog: Catalog, fields: dict, top_logprobs: int | None) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], **fields}
+    assert to_chat_request(body, catalog.resolve("gemma3:270m")).sampling.top_logprobs == top_logprobs
+
+
+def test_top_logprobs_without_logprobs_is_invalid_and_prompt_logprobs_refused(catalog: Catalog) -> None:
+    card = catalog.resolve("gemma3:270m")
+    with pytest.raises(InvalidRequest) as invalid:
+        to_chat_request({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}, card)
+    assert invalid.value.param == "top_logprobs" and "logprobs" in invalid.value.message
+    with pytest.raises(UnsupportedCapability) as refused:
+        to_chat_request({"messages": [{"role": "user", "content": "hi"}], "prompt_logprobs": 1}, card)
+    assert refused.value.param == "prompt_logprobs"
+
+
+def _entry(token: bytes, logprob: float, *top: tuple[bytes, float]) -> SampledLogprobs:
+    return SampledLogprobs(TokenLogprob(token, logprob), tuple(TokenLogprob(t, v) for t, v in top))
+
+
+def test_logprobs_ride_with_the_chunk_of_their_text_and_held_back_ones_with_the_end() -> None:
+    async def events() -> AsyncIterator[ChatEvent]:
+        yield LogprobsDelta(0, _entry(b"Hi", -0.5, (b"Hi", -0.5), (b"Yo", -1.5)))
+        yield TextDelta(0, "Hi")
+        yield LogprobsDelta(0, _entry(b" E", -0.25, (b" E", -0.25), (b"\xe2", -2.0)))  # held back: a stop string may start
+        yield LogprobsDelta(0, _entry(b"<end>", -0.125, (b"<end>", -0.125), (b"\xe2", -3.0)))
+        yield ChoiceEnd(0, "stop")
+        yield ChatEnd(Usage(3, 3))
+
+    async def collect() -> list[dict]:
+        chunks = to_chunks(events(), completion_id="c", created=1, model="m", num_choices=1, include_usage=False)
+        return [chunk.model_dump(mode="json") async for chunk in chunks]
+
+    role, text, end = (chunk["choices"][0] for chunk in asyncio.run(collect()))
+    assert role["logprobs"] is None
+    assert text["delta"] == {"content": "Hi"} and text["logprobs"] == {"content": [
+        {"token": "Hi", "logprob": -0.5, "bytes": [72, 105], "top_logprobs": [
+            {"token": "Hi", "logprob": -0.5, "bytes": [72, 105]}, {"token": "Yo", "logprob": -1.5, "bytes": [89, 111]}]}]}
+    assert end["finish_reason"] == "stop"
+    assert [entry["token"] for entry in end["logprobs"]["content"]] == [" E", "<end>"]
+    assert end["logprobs"]["content"][0]["top_logprobs"][1] == {"token": "\ufffd", "logprob": -2.0, "bytes": [0xE2]}
+
+
+def test_a_completion_without_logprobs_asked_has_null_and_with_them_one_entry_per_token() -> None:
+    async def events(with_logprobs: bool) -> AsyncIterator[ChatEvent]:
+        if with_logprobs:
+            yield LogprobsDelta(0, _entry(b"ok", -0.1))
+        yield TextDelta(0, "ok")
+        yield ChoiceEnd(0, "length")
+        yield ChatEnd(Usage(2, 1))
+
+    for with_logprobs in (False, True):
+        result = asyncio.run(fold_chat(events(with_logprobs)))
+        choice = to_chat_completion(result, completion_id="c", created=1, model="m").model_dump(mode="json")["choices"][0]
+        expected = {"content": [{"token": "ok", "logprob": -0.1, "bytes": [111, 107], "top_logprobs": []}]}
+        assert choice["logprobs"] == (expected if with_logprobs else None)
 
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}

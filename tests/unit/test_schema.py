@@ -62,6 +62,8 @@ def with_additions(seed: dict[str, Any], *, tools: bool) -> dict[str, Any]:
             "propertyNames": {"pattern": "^[0-9]{1,9}$"},
             "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
         },
+        "logprobs": {"type": "boolean", "default": False},
+        "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20},
     }
     if tools:
         properties["parallel_tool_calls"] = {"type": "boolean"}

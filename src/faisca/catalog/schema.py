@@ -46,6 +46,8 @@ def _properties(card: ModelCard) -> Schema:
         "min_p": {"type": "number", "minimum": 0, "maximum": 1},
         "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 2},
         "user": {"type": "string"},
+        "logprobs": {"type": "boolean", "default": False},
+        "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20},
         "logit_bias": {
             "type": "object",
             "propertyNames": {"pattern": "^[0-9]{1,9}$"},

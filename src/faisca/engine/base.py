@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 from faisca.images import DecodedImage
-from faisca.types import SamplingParams
+from faisca.types import SampledLogprobs, SamplingParams
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class TokenOut:
     # The generation ends here on its own: the model's end-of-generation token (whose text, empty, is not
     # content) or the last token its grammar allows.
     is_end: bool = False
+    # Its log-probability (and the likeliest alternatives'), when the sampling asked for them.
+    logprobs: SampledLogprobs | None = None
 
 
 EngineEvent: TypeAlias = PromptAccepted | TokenOut

@@ -40,13 +40,14 @@ import numpy as np
 
 from faisca.engine.base import EngineEvent, EnginePrompt, EngineStats, ModelTokens, PromptAccepted, PromptImage, TokenOut
 from faisca.engine.constraint import ConstraintCompiler, TokenConstraint
+from faisca.engine.logprobs import token_logprobs
 from faisca.engine.native_log import NativeLog
 from faisca.engine.sampling import TokenSampler
 from faisca.engine.vision import VisionEncoder
 from faisca.errors import EngineError, InvalidRequest
 from faisca.images import DecodedImage
 from faisca.scheduler import SchedulerConfig, SequenceView, choose_preemption_victim, schedule
-from faisca.types import SamplingParams
+from faisca.types import SampledLogprobs, SamplingParams, TokenLogprob
 
 logger = logging.getLogger("faisca.engine")
 
@@ -435,10 +436,11 @@ class LlamaCppEngine:
         for sequence, row, num_fed in to_sample:
             sequence.num_computed += num_fed
             if sequence.num_computed == len(sequence.tokens):
-                logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx, row), shape=(self._num_vocab,))
-                if sequence.constraint is not None:
-                    logits = sequence.constraint.masked(logits)
-                self._accept(sequence, sequence.sampler.sample(logits))
+                raw_logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx, row), shape=(self._num_vocab,))
+                logits = raw_logits if sequence.constraint is None else sequence.constraint.masked(raw_logits)
+                token = sequence.sampler.sample(logits)
+                num_top = sequence.sampler.params.top_logprobs
+                self._accept(sequence, token, None if num_top is None else self._logprobs(raw_logits, token, num_top))
         return True
 
     def _feed_image(self, sequence: _Sequence, image: PromptImage) -> Literal["fed", "waiting", "failed", "no room"]:
@@ -490,19 +492,28 @@ class LlamaCppEngine:
             sequence.was_started = True
             sequence.emit(PromptAccepted(num_cached_tokens=reuse))
 
-    def _accept(self, sequence: _Sequence, token: int) -> None:
+    def _logprobs(self, raw_logits: np.ndarray, token: int, num_top: int) -> SampledLogprobs:
+        chosen, top = token_logprobs(raw_logits, token, num_top)
+        return SampledLogprobs(TokenLogprob(self._token_bytes(token), chosen),
+                               tuple(TokenLogprob(self._token_bytes(other), value) for other, value in top))
+
+    def _token_bytes(self, token: int) -> bytes:
+        """A token's text as the model writes it, special tokens (`<end_of_turn>`) included."""
+        return self._model.detokenize([token], special=True)  # type: ignore[attr-defined,no-any-return]
+
+    def _accept(self, sequence: _Sequence, token: int, logprobs: SampledLogprobs | None) -> None:
         sequence.tokens.append(token)
         if self._lib.llama_vocab_is_eog(self._vocab, token):
-            sequence.emit(TokenOut(token, sequence.detokenizer.flush(), is_end=True))
+            sequence.emit(TokenOut(token, sequence.detokenizer.flush(), is_end=True, logprobs=logprobs))
             self._finish(sequence)
             return
         text = sequence.detokenizer.decode(token)
         is_complete = sequence.constraint is not None and sequence.constraint.accept(token)
         if is_complete or sequence.num_generated >= sequence.max_new_tokens:
-            sequence.emit(TokenOut(token, text + sequence.detokenizer.flush(), is_end=is_complete))
+            sequence.emit(TokenOut(token, text + sequence.detokenizer.flush(), is_end=is_complete, logprobs=logprobs))
             self._finish(sequence)
             return
-        sequence.emit(TokenOut(token, text))
+        sequence.emit(TokenOut(token, text, logprobs=logprobs))
 
     def _finish(self, sequence: _Sequence, *, error: BaseException | None = None) -> None:
         """Hand the slot back (its KV stays, as a prefix cache) and end the request's stream."""

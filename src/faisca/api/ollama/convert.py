@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -22,12 +23,15 @@ from faisca.types import (
     ChoiceEnd,
     ContentPart,
     ImagePart,
+    LogprobsDelta,
     Message,
     ReasoningDelta,
     ResponseFormat,
+    SampledLogprobs,
     SamplingParams,
     TextDelta,
     TextPart,
+    TokenLogprob,
     ToolCall,
     ToolCallArgumentsDelta,
     ToolCallStart,
@@ -89,6 +93,16 @@ def sampling_from_options(options: Any) -> SamplingParams:
     )
 
 
+def _with_logprobs(sampling: SamplingParams, body: Mapping[str, Any]) -> SamplingParams:
+    """Ollama's top-level `logprobs` (bool) and `top_logprobs` (0-20, read only with `logprobs`)."""
+    num_top = body.get("top_logprobs") or 0
+    if isinstance(num_top, bool) or not isinstance(num_top, int) or not 0 <= num_top <= 20:
+        raise InvalidRequest("top_logprobs must be between 0 and 20", param="top_logprobs")
+    if not isinstance(body.get("logprobs") or False, bool):
+        raise InvalidRequest("logprobs must be true or false", param="logprobs")
+    return dataclasses.replace(sampling, top_logprobs=num_top) if body.get("logprobs") else sampling
+
+
 def _format(body: Mapping[str, Any]) -> ResponseFormat | None:
     wire = body.get("format")
     if wire in (None, ""):
@@ -118,7 +132,7 @@ def from_generate(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
     prompt = body.get("prompt") or ""
     if not isinstance(prompt, str):
         raise InvalidRequest("prompt must be a string", param="prompt")
-    sampling = sampling_from_options(body.get("options"))
+    sampling = _with_logprobs(sampling_from_options(body.get("options")), body)
     images = _images(body.get("images"), "images")
     if body.get("raw"):
         with_images = (Message("user", images),) if images else ()
@@ -153,7 +167,7 @@ def from_chat(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
     return ChatRequest(
         card.id,
         tuple(_chat_message(index, message) for index, message in enumerate(messages)),
-        sampling_from_options(body.get("options")),
+        _with_logprobs(sampling_from_options(body.get("options")), body),
         tools=tools,
         tool_choice="auto" if tools else "none",
         response_format=_format(body),
@@ -192,24 +206,30 @@ class Timings:
 
 async def to_lines(events: AsyncIterator[ChatEvent], *, model: str, chat: bool) -> AsyncIterator[dict[str, Any]]:
     """Ollama's stream: one object per piece of text (`response`, or `message` for chat), tool calls in one
-    message once their arguments are complete, then the final object with `done: true` and the timings."""
+    message once their arguments are complete, then the final object with `done: true` and the timings. Token
+    log-probabilities (when asked for) ride with the next object: the one carrying their text, or a later one."""
     timings = Timings()
     calls: dict[int, list[Any]] = {}  # call index -> [name, argument pieces]
     done_reason = "stop"
+    pending_logprobs: list[SampledLogprobs] = []
 
     def line(text: str = "", *, thinking: str = "", tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        logprobs = {"logprobs": [to_logprob(entry) for entry in pending_logprobs]} if pending_logprobs else {}
+        pending_logprobs.clear()
         if not chat:
             return {"model": model, "created_at": now_iso(), "response": text, **({"thinking": thinking} if thinking else {}),
-                    "done": False}
+                    "done": False, **logprobs}
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if thinking:
             message["thinking"] = thinking
         if tool_calls:
             message["tool_calls"] = tool_calls
-        return {"model": model, "created_at": now_iso(), "message": message, "done": False}
+        return {"model": model, "created_at": now_iso(), "message": message, "done": False, **logprobs}
 
     async for event in events:
         match event:
+            case LogprobsDelta(logprobs=entry):
+                pending_logprobs.append(entry)
             case TextDelta(text=text):
                 timings.mark()
                 yield line(text)
@@ -232,9 +252,22 @@ async def to_lines(events: AsyncIterator[ChatEvent], *, model: str, chat: bool) 
                                                        completion_tokens=usage.completion_tokens)}
 
 
+def _token_logprob(logprob: TokenLogprob) -> dict[str, Any]:
+    return {"token": logprob.token_bytes.decode("utf-8", errors="replace"), "logprob": logprob.logprob,
+            "bytes": list(logprob.token_bytes)}
+
+
+def to_logprob(entry: SampledLogprobs) -> dict[str, Any]:
+    """Ollama's `Logprob`: the token's, with `top_logprobs` only when alternatives were asked for."""
+    top = {"top_logprobs": [_token_logprob(other) for other in entry.top]} if entry.top else {}
+    return {**_token_logprob(entry.chosen), **top}
+
+
 def fold_lines(lines: list[dict[str, Any]], *, chat: bool) -> dict[str, Any]:
     """The non-streaming answer: the stream's objects folded into its final one."""
     final = dict(lines[-1])
+    if logprobs := [entry for l in lines for entry in l.get("logprobs", ())]:
+        final["logprobs"] = logprobs
     if chat:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(l["message"]["content"] for l in lines)}
         if thinking := "".join(l["message"].get("thinking", "") for l in lines):

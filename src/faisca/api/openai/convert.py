@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from faisca.catalog import ModelCard
@@ -17,12 +17,15 @@ from faisca.types import (
     ChoiceEnd,
     ContentPart,
     ImagePart,
+    LogprobsDelta,
     Message,
     ReasoningDelta,
     ResponseFormat,
+    SampledLogprobs,
     SamplingParams,
     TextDelta,
     TextPart,
+    TokenLogprob,
     Tool,
     ToolCall,
     ToolCallArgumentsDelta,
@@ -38,9 +41,12 @@ from faisca.api.openai.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
+    ChoiceLogprobs,
     ChunkChoice,
     Delta,
     PromptTokensDetails,
+    TokenLogprobOut,
+    TopLogprob,
     UsageInfo,
 )
 
@@ -52,7 +58,7 @@ KNOWN_FIELDS = frozenset(
         "model", "messages", "temperature", "top_p", "top_k", "min_p", "n", "stream", "stream_options",
         "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty",
         "stop", "seed", "user", "logit_bias", "tools", "tool_choice", "parallel_tool_calls", "response_format",
-        "logprobs", "top_logprobs",
+        "logprobs", "top_logprobs", "prompt_logprobs",
     }
 )
 
@@ -109,8 +115,20 @@ def _or_default(body: Mapping[str, Any], key: str, default: Any) -> Any:
 
 def _refuse_unimplemented(body: Mapping[str, Any]) -> None:
     """Features a client would silently lose are refused instead, until faisca implements them."""
-    if body.get("logprobs") or body.get("top_logprobs"):
-        raise UnsupportedCapability("logprobs: token log probabilities are not implemented yet.", param="logprobs")
+    if body.get("prompt_logprobs") is not None:
+        raise UnsupportedCapability(
+            "prompt_logprobs: log probabilities of the prompt's tokens are not implemented; `logprobs` gives the "
+            "generated tokens'.", param="prompt_logprobs")
+
+
+def _top_logprobs_from_wire(body: Mapping[str, Any]) -> int | None:
+    """None without `logprobs`; else how many alternatives each token's entry lists (`top_logprobs`, 0 by default)."""
+    num_top = _or_default(body, "top_logprobs", 0)
+    if not body.get("logprobs"):
+        if num_top:
+            raise InvalidRequest("top_logprobs: needs `logprobs` set to true.", param="top_logprobs")
+        return None
+    return num_top
 
 
 def _tools_from_wire(body: Mapping[str, Any], card: ModelCard) -> tuple[tuple[Tool, ...], str]:
@@ -157,6 +175,7 @@ def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
         max_tokens=_or_default(body, "max_completion_tokens", body.get("max_tokens")),
         stop=_stop_from_wire(body.get("stop")),
         logit_bias=tuple((int(token), float(bias)) for token, bias in (body.get("logit_bias") or {}).items()),
+        top_logprobs=_top_logprobs_from_wire(body),
     )
     return ChatRequest(
         model_id=card.id,
@@ -180,6 +199,18 @@ def to_usage_info(usage: Usage) -> UsageInfo:
     )
 
 
+def _to_top_logprob(logprob: TokenLogprob) -> TopLogprob:
+    return TopLogprob(token=logprob.token_bytes.decode("utf-8", errors="replace"), logprob=logprob.logprob,
+                      bytes=list(logprob.token_bytes))
+
+
+def to_choice_logprobs(entries: Sequence[SampledLogprobs]) -> ChoiceLogprobs:
+    return ChoiceLogprobs(content=[
+        TokenLogprobOut(**_to_top_logprob(entry.chosen).model_dump(), top_logprobs=[_to_top_logprob(t) for t in entry.top])
+        for entry in entries
+    ])
+
+
 def to_chat_completion(result: ChatResult, *, completion_id: str, created: int, model: str) -> ChatCompletion:
     return ChatCompletion(
         id=completion_id,
@@ -196,6 +227,7 @@ def to_chat_completion(result: ChatResult, *, completion_id: str, created: int, 
                         for call in choice.tool_calls
                     ],
                 ),
+                logprobs=None if choice.logprobs is None else to_choice_logprobs(choice.logprobs),
                 finish_reason=choice.finish_reason,
                 stop_reason=choice.stop_reason,
             )
@@ -215,28 +247,35 @@ async def to_chunks(
     include_usage: bool,
 ) -> AsyncIterator[ChatCompletionChunk]:
     """The stream of `chat.completion.chunk`s: a role delta per choice first, then content, then the ends, then
-    (with `include_usage`) one chunk with no choices carrying the usage."""
+    (with `include_usage`) one chunk with no choices carrying the usage. Token log-probabilities ride with the next
+    chunk of their choice: the one carrying the text (or call) they produced, or, for text held back (a possible
+    stop string), a later one, at the latest the choice's end."""
+    pending_logprobs: dict[int, list[SampledLogprobs]] = {}
 
     def chunk(choices: list[ChunkChoice], usage: UsageInfo | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(id=completion_id, created=created, model=model, choices=choices, usage=usage)
+
+    def choice(index: int, delta: Delta, **ends: Any) -> ChunkChoice:
+        entries = pending_logprobs.pop(index, None)
+        return ChunkChoice(index=index, delta=delta, logprobs=entries and to_choice_logprobs(entries), **ends)
 
     for index in range(num_choices):
         yield chunk([ChunkChoice(index=index, delta=Delta(role="assistant", content=""))])
     async for event in events:
         match event:
+            case LogprobsDelta(choice_index=index, logprobs=entry):
+                pending_logprobs.setdefault(index, []).append(entry)
             case TextDelta(choice_index=index, text=text):
-                yield chunk([ChunkChoice(index=index, delta=Delta(content=text))])
+                yield chunk([choice(index, Delta(content=text))])
             case ReasoningDelta(choice_index=index, text=text):
-                yield chunk([ChunkChoice(index=index, delta=Delta(reasoning_content=text))])
+                yield chunk([choice(index, Delta(reasoning_content=text))])
             case ToolCallStart(choice_index=index, call_index=call, call_id=call_id, name=name):
                 start = ToolCallDelta(index=call, id=call_id, type="function", function=FunctionCallDelta(name=name, arguments=""))
-                yield chunk([ChunkChoice(index=index, delta=Delta(tool_calls=[start]))])
+                yield chunk([choice(index, Delta(tool_calls=[start]))])
             case ToolCallArgumentsDelta(choice_index=index, call_index=call, text=text):
                 fragment = ToolCallDelta(index=call, function=FunctionCallDelta(arguments=text))
-                yield chunk([ChunkChoice(index=index, delta=Delta(tool_calls=[fragment]))])
+                yield chunk([choice(index, Delta(tool_calls=[fragment]))])
             case ChoiceEnd(choice_index=index, finish_reason=finish_reason, stop_reason=stop_reason):
-                yield chunk(
-                    [ChunkChoice(index=index, delta=Delta(), finish_reason=finish_reason, stop_reason=stop_reason)]
-                )
+                yield chunk([choice(index, Delta(), finish_reason=finish_reason, stop_reason=stop_reason)])
             case ChatEnd(usage=usage) if include_usage:
                 yield chunk([], to_usage_info(usage))

@@ -41,10 +41,24 @@ class AssistantMessage(BaseModel):
     tool_calls: list[ToolCallOut] = []
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None  # the token's UTF-8 bytes: a token may hold part of a character
+
+
+class TokenLogprobOut(TopLogprob):
+    top_logprobs: list[TopLogprob]  # the likeliest tokens at this position, likeliest first
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprobOut] | None
+
+
 class Choice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str
     # the stop string that ended this choice; null when the model or the length limit ended it
     stop_reason: str | int | None = None
@@ -84,7 +98,7 @@ class Delta(BaseModel):
 class ChunkChoice(BaseModel):
     index: int
     delta: Delta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None  # the tokens whose text (or calls) this chunk carries, or ends
     finish_reason: str | None = None
     stop_reason: str | int | None = None
 
