@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 DEFAULT_MODEL_ID = "google-gemma-3-270m"
@@ -24,5 +25,7 @@ class Settings:
     max_image_bytes: int = 20 * 1024 * 1024  # one image, encoded (sent or fetched)
     max_image_pixels: int = 8192 * 8192  # one image, decoded; checked from its header before decoding
     image_fetch_timeout_s: float = 15.0  # one image URL, redirects included
+    # networks image URLs may reach besides public addresses (a LAN image host); none by default
+    image_allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
     weights_paths: tuple[tuple[str, Path], ...] = ()  # (model id, GGUF path) from --weights
     cards_dirs: tuple[Path, ...] = field(default_factory=tuple)

@@ -53,6 +53,8 @@ def test_help_texts() -> None:
 def test_bad_numbers_are_usage_errors() -> None:
     result = faisca("serve", "--max-num-seqs", "0")
     assert result.returncode == 2 and "must be at least 1" in result.stderr and "Traceback" not in result.stderr
+    result = faisca("serve", "--allow-image-network", "192.168.1.0/33")
+    assert result.returncode == 2 and "192.168.1.0/24" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_local_gguf_mistakes_are_one_clear_line(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.server
 import io
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,8 +43,38 @@ def vision_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
     assert projector.stat().st_size < 1024 * 1024
     gguf = resolve_gguf(Catalog.from_dirs().resolve("gemma3:270m"))
     with serving(directory, "--gguf", str(gguf), "--mmproj", str(projector), "--name", MODEL,
-                 "--ctx-size", "2048", "--max-num-seqs", "4") as running:
+                 "--ctx-size", "2048", "--max-num-seqs", "4", "--allow-image-network", f"{IMAGE_HOST}/32") as running:
         yield running
+
+
+# An image host on a "LAN" the vision server is told to trust (`--allow-image-network`); 127.0.0.1 stays refused.
+IMAGE_HOST = "127.0.0.2"
+
+
+class _ImageHost(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        port = self.server.server_address[1]
+        status, headers, body = {
+            "/red.png": (200, {"Content-Type": "application/octet-stream"}, png((220, 20, 20))),
+            "/to-loopback": (302, {"Location": f"http://127.0.0.1:{port}/red.png"}, b""),
+        }.get(self.path, (404, {}, b"no"))
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def image_host() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer((IMAGE_HOST, 0), _ImageHost)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://{IMAGE_HOST}:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +204,17 @@ def test_bad_image_sources_are_a_400_naming_the_part(vision_server: RunningServe
     assert error["message"].startswith("messages.0.content.2.image_url: ")
     assert re.search(why, error["message"]), error["message"]
     assert httpx.get(f"{vision_server.base_url}/health").json()["models"][MODEL] == "ready"
+
+
+def test_an_image_url_on_an_allowed_network_is_fetched_and_read_like_its_bytes(
+        client: openai.OpenAI, vision_server: RunningServer, image_host: str) -> None:
+    by_url = client.chat.completions.create(model=MODEL, messages=user(image_part(f"{image_host}/red.png")), **GREEDY)  # type: ignore[arg-type]
+    by_bytes = client.chat.completions.create(model=MODEL, messages=user(image_part(RED)), **GREEDY)  # type: ignore[arg-type]
+    assert by_url.usage and by_bytes.usage and by_url.usage.prompt_tokens == by_bytes.usage.prompt_tokens
+    assert by_url.choices[0].message.content == by_bytes.choices[0].message.content
+    body = {"model": MODEL, "messages": user(image_part(f"{image_host}/to-loopback")), **GREEDY}
+    response = httpx.post(f"{vision_server.base_url}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 400 and "loopback" in response.json()["error"]["message"]
 
 
 def test_bad_ollama_images_are_a_400_naming_the_image(vision_server: RunningServer) -> None:

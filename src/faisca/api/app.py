@@ -18,7 +18,7 @@ from faisca.api.ollama.routes import build_router as build_ollama_router
 from faisca.api.openai.routes import build_router as build_openai_router
 from faisca.config import Settings
 from faisca.errors import NotReady
-from faisca.images import ImageLimits, ImageLoader
+from faisca.images import AddressPolicy, ImageLimits, ImageLoader, SafeFetcher
 from faisca.metrics import Metrics
 from faisca.registry import ModelRegistry
 from faisca.scheduler.admission import AdmissionLimits
@@ -51,8 +51,10 @@ def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
 
     metrics = Metrics(queue_lengths)
     limits = AdmissionLimits(max_running=settings.max_num_seqs, max_waiting=settings.max_queue)
-    images = ImageLoader(ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
-                                     fetch_timeout_s=settings.image_fetch_timeout_s))
+    image_limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+                               fetch_timeout_s=settings.image_fetch_timeout_s)
+    image_fetcher = SafeFetcher(image_limits.fetch, policy=AddressPolicy(settings.image_allowed_networks))
+    images = ImageLoader(image_limits, fetcher=image_fetcher)
     service = ChatService(registry, limits=limits, metrics=metrics, images=images)
 
     @asynccontextmanager

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
 from faisca import __version__
@@ -16,6 +17,13 @@ from faisca.catalog.catalog import CardError
 from faisca.config import DEFAULT_MODEL_ID, Settings
 from faisca.engine.weights import missing_weights_message
 from faisca.errors import FaiscaError
+
+
+def _network(value: str) -> IPv4Network | IPv6Network:
+    try:
+        return ip_network(value, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an address or a network such as 192.168.1.0/24, got {value!r}") from None
 
 
 def _count(minimum: int):  # noqa: ANN202 - an argparse type
@@ -85,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: %(default)s, 8192x8192)")
     serve.add_argument("--max-image-bytes", type=_count(1), default=20 * 1024 * 1024, metavar="BYTES",
                        help="largest image sent or fetched, encoded (default: %(default)s)")
+    serve.add_argument("--allow-image-network", type=_network, action="append", default=[], metavar="CIDR",
+                       help="let image URLs reach this network too, e.g. 192.168.1.0/24 for an image host on your LAN "
+                            "(repeatable; default: public addresses only: loopback, private, link-local and other "
+                            "non-public addresses are refused)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     run = commands.add_parser("run", help="chat with a model on a running faisca server",
@@ -186,6 +198,7 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
         num_threads=args.threads, max_context_tokens=args.ctx_size, kv_cache_tokens=args.kv_cache_tokens,
         max_num_seqs=args.max_num_seqs, max_queue=args.max_queue, max_batch_tokens=args.max_batch_tokens,
         api_key=args.api_key, max_image_pixels=args.max_image_pixels, max_image_bytes=args.max_image_bytes,
+        image_allowed_networks=tuple(args.allow_image_network),
         weights_paths=tuple(args.weights), cards_dirs=tuple(args.cards_dir),
     )
     for model_id in settings.model_ids:
