@@ -44,11 +44,14 @@ def check_capabilities(card: ModelCard, sources: list[tuple[str, str]]) -> None:
         raise UnsupportedCapability(f"The model `{card.id}` takes text only; it cannot read images.", param=sources[0][1])
 
 
-def check_logit_bias(sampling: SamplingParams, vocab_size: int) -> None:
-    for token, _ in sampling.logit_bias:
-        if token >= vocab_size:
-            raise InvalidRequest(f"logit_bias: token {token} is not in this model's vocabulary of {vocab_size}.",
-                                 param="logit_bias")
+def check_token_ids(sampling: SamplingParams, vocab_size: int) -> None:
+    """Token ids a request names (logit_bias, stop_token_ids) must be in the model's vocabulary."""
+    for param, tokens in (("logit_bias", [token for token, _ in sampling.logit_bias]),
+                          ("stop_token_ids", sampling.stop_token_ids)):
+        for token in tokens:
+            if token >= vocab_size:
+                raise InvalidRequest(f"{param}: token {token} is not in this model's vocabulary of {vocab_size}.",
+                                     param=param)
 
 
 def max_new_tokens_for(num_prompt_tokens: int, requested_max_tokens: int | None, max_context_tokens: int) -> int:
@@ -99,7 +102,7 @@ class ChatService:
                 f"The model `{card.id}` is served without its image projector, so it cannot read images here; "
                 f"serve it with `--mmproj FILE`.", param=sources[0][1],
             )
-        check_logit_bias(request.sampling, served.engine.vocab_size)
+        check_token_ids(request.sampling, served.engine.vocab_size)
         plan = plan_chat(card, served.template, request, image_marker=image_marker)
         first_constraint = served.engine.compile_constraint(plan.grammar) if plan.grammar is not None else None
         if sources:
@@ -127,7 +130,7 @@ class ChatService:
                 sampling = dataclasses.replace(sampling, seed=sampling.seed + choice_index)
             stops = StopMatcher(sampling.stop)
             finish_reason: FinishReason = "length"
-            stop_reason: str | None = None
+            stop_reason: str | int | None = None
             constraint = first_constraint if choice_index == 0 else (
                 served.engine.compile_constraint(plan.grammar) if plan.grammar is not None else None)
             calls = _CallEvents(choice_index, plan.new_parser() if plan.new_parser else None)
@@ -144,16 +147,19 @@ class ChatService:
                     num_completion_tokens += 1
                     if event.logprobs is not None:
                         yield LogprobsDelta(choice_index, event.logprobs)
-                    text, stop_reason = stops.feed(event.text)
+                    text, stop_string = stops.feed(event.text)
+                    if stop_string is not None and sampling.include_stop_str_in_output:
+                        text += stop_string
                     if text:
                         for chat_event in calls.feed(text):
                             yield chat_event
-                    if stop_reason is not None or event.is_end:
+                    if stop_string is not None or event.is_end:
                         finish_reason = "stop"
+                        stop_reason = event.token_id if event.token_id in sampling.stop_token_ids else stop_string
                         break
             finally:
                 await tokens.aclose()  # type: ignore[attr-defined]
-            for chat_event in calls.finish(stops.flush() if stop_reason is None else ""):
+            for chat_event in calls.finish(stops.flush() if stops.matched is None else ""):
                 yield chat_event
             if calls.num_calls and finish_reason == "stop":
                 finish_reason = "tool_calls"
@@ -208,7 +214,7 @@ class ChoiceResult:
     reasoning: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: FinishReason = "length"
-    stop_reason: str | None = None
+    stop_reason: str | int | None = None
     # one per generated token when they were asked for; None when not
     logprobs: list[SampledLogprobs] | None = None
 

@@ -86,6 +86,13 @@ class SamplingParams:
     seed: int | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
+    include_stop_str_in_output: bool = False  # vLLM's: the matched stop string ends the text instead of being cut
+    # vLLM's: these tokens end the choice too (finish_reason "stop", stop_reason the token id), their text left out
+    stop_token_ids: tuple[int, ...] = ()
+    # vLLM's: the model's end-of-generation tokens are never sampled (grammars still end a constrained answer)
+    ignore_eos: bool = False
+    # vLLM's: end-of-generation and `stop_token_ids` tokens are not sampled before this many tokens
+    min_tokens: int = 0
     # (token id, bias added to its logit); -100 bans a token, +100 all but forces it (OpenAI's logit_bias)
     logit_bias: tuple[tuple[int, float], ...] = ()
     # None: no log-probabilities; k: each generated token's log-probability and the k likeliest tokens' at its
@@ -181,8 +188,9 @@ class ToolCallArgumentsDelta:
 class ChoiceEnd:
     choice_index: int
     finish_reason: FinishReason
-    # vLLM's meaning: the stop string that ended the choice; None when the model ended it (or the limit did).
-    stop_reason: str | None = None
+    # vLLM's meaning: the stop string (or the `stop_token_ids` token) that ended the choice; None when the model
+    # ended it (or the limit did).
+    stop_reason: str | int | None = None
 
 
 @dataclass(frozen=True)

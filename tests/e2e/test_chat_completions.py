@@ -134,6 +134,32 @@ def test_stop_string_ends_the_choice_and_is_reported(client: openai.OpenAI, stre
     assert text == expected
     assert finish_reason == "stop"
     assert stop_reason == stop
+    kept = client.chat.completions.create(model=SMOLLM2, messages=HELLO, max_tokens=24, temperature=0, stop=stop,  # type: ignore[arg-type]
+                                          extra_body={"include_stop_str_in_output": True}).choices[0]
+    assert kept.message.content == expected + stop and kept.model_extra["stop_reason"] == stop  # type: ignore[index]
+
+
+SAY_HI = [{"role": "user", "content": "Say hi."}]
+SMOLLM2_IM_END = 2  # SmolLM2's <|im_end|>: the end of its turn
+
+
+def test_vllms_ignore_eos_min_tokens_and_stop_token_ids(client: openai.OpenAI) -> None:
+    def ask(max_tokens: int = 64, **extra: object) -> openai.types.chat.chat_completion.Choice:
+        completion = client.chat.completions.create(model=SMOLLM2, messages=SAY_HI, max_tokens=max_tokens,  # type: ignore[arg-type]
+                                                    temperature=0, extra_body=extra)
+        assert completion.usage is not None
+        return completion.choices[0], completion.usage.completion_tokens
+
+    (natural, natural_tokens) = ask()
+    assert natural.finish_reason == "stop" and natural_tokens < 48 and natural.model_extra["stop_reason"] is None  # type: ignore[index]
+    ignoring, ignoring_tokens = ask(ignore_eos=True)
+    assert ignoring.finish_reason == "length" and ignoring_tokens == 64
+    assert ignoring.message.content.startswith(natural.message.content)  # type: ignore[union-attr]
+    at_least, at_least_tokens = ask(min_tokens=natural_tokens + 10)
+    assert at_least_tokens >= natural_tokens + 10
+    stopped, stopped_tokens = ask(stop_token_ids=[SMOLLM2_IM_END])
+    assert (stopped.finish_reason, stopped.model_extra["stop_reason"]) == ("stop", SMOLLM2_IM_END)  # type: ignore[index]
+    assert (stopped.message.content, stopped_tokens) == (natural.message.content, natural_tokens)
 
 
 def test_same_seed_same_text(client: openai.OpenAI) -> None:

@@ -165,3 +165,17 @@ def test_bad_tools_and_formats_are_400_naming_the_field(catalog: Catalog, extra:
     with pytest.raises(InvalidRequest) as caught:
         to_chat_request({"messages": [{"role": "user", "content": "hi"}], **extra}, catalog.resolve("gemma3:270m"))
     assert caught.value.param == param
+
+
+def test_vllm_sampling_extras_are_read_and_min_tokens_bounded(catalog: Catalog) -> None:
+    card = catalog.resolve("gemma3:270m")
+    body = {"messages": [{"role": "user", "content": "hi"}], "ignore_eos": True, "min_tokens": 3,
+            "stop_token_ids": [106, 1], "include_stop_str_in_output": True, "max_tokens": 5}
+    sampling = to_chat_request(body, card).sampling
+    assert (sampling.ignore_eos, sampling.min_tokens, sampling.stop_token_ids, sampling.include_stop_str_in_output) == (
+        True, 3, (106, 1), True)
+    defaults = to_chat_request({"messages": body["messages"], "stop_token_ids": None, "min_tokens": None}, card).sampling
+    assert (defaults.ignore_eos, defaults.min_tokens, defaults.stop_token_ids) == (False, 0, ())
+    with pytest.raises(InvalidRequest) as caught:
+        to_chat_request({**body, "min_tokens": 6}, card)
+    assert caught.value.param == "min_tokens"

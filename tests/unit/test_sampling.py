@@ -218,3 +218,16 @@ def test_gemma_sized_row_with_temperature_and_top_p() -> None:
     row = random_row(N_GEMMA, seed=20)
     token = sampler(temperature=0.8, top_p=0.9, seed=20).sample(row)
     assert isinstance(token, int) and 0 <= token < N_GEMMA
+
+
+def test_ignore_eos_bans_the_end_tokens_and_min_tokens_bans_them_and_stop_tokens_only_at_first() -> None:
+    row = frozen([0.0, 9.0, 8.0, 7.0, 1.0])  # 1 is the end token, 2 a stop token id: the likeliest two
+    plain = TokenSampler(SamplingParams(temperature=0), prompt_tokens=(), end_tokens=(1,))
+    assert [plain.sample(row) for _ in range(2)] == [1, 1]
+    ignoring = TokenSampler(SamplingParams(temperature=0, ignore_eos=True), prompt_tokens=(), end_tokens=(1,))
+    assert [ignoring.sample(row) for _ in range(3)] == [2, 2, 2]
+    early = TokenSampler(SamplingParams(temperature=0, min_tokens=2, stop_token_ids=(2,)), prompt_tokens=(), end_tokens=(1,))
+    assert [early.sample(row) for _ in range(3)] == [3, 3, 1]
+    drawn = TokenSampler(SamplingParams(temperature=1, seed=0, ignore_eos=True), prompt_tokens=(), end_tokens=(1,))
+    assert 1 not in {drawn.sample(row) for _ in range(200)}
+    assert row[1] == 9.0  # the row itself is never written

@@ -64,6 +64,10 @@ def with_additions(seed: dict[str, Any], *, tools: bool) -> dict[str, Any]:
         },
         "logprobs": {"type": "boolean", "default": False},
         "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20},
+        "ignore_eos": {"type": "boolean", "default": False},
+        "min_tokens": {"type": "integer", "minimum": 0, "default": 0},
+        "stop_token_ids": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "include_stop_str_in_output": {"type": "boolean", "default": False},
     }
     if tools:
         properties["parallel_tool_calls"] = {"type": "boolean"}

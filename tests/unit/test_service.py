@@ -65,6 +65,19 @@ def test_stop_string_cuts_the_text_and_closes_the_engine_stream(catalog: Catalog
     assert engine.num_closed_streams == 1
 
 
+def test_include_stop_str_in_output_keeps_the_stop_string(catalog: Catalog) -> None:
+    engine = ScriptedEngine(["one", " two", " thr", "ee", " four"], template=CHATML)
+    events = asyncio.run(collect(make_service(engine, catalog), request(stop=("three",), include_stop_str_in_output=True)))
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "one two three"
+    assert ChoiceEnd(0, "stop", "three") in events
+
+
+def test_a_stop_token_id_is_the_stop_reason_the_models_own_end_is_not(catalog: Catalog) -> None:
+    engine = ScriptedEngine(["a", "b"], template=CHATML)  # ends with token 99
+    assert ChoiceEnd(0, "stop", 99) in asyncio.run(collect(make_service(engine, catalog), request(stop_token_ids=(99,))))
+    assert ChoiceEnd(0, "stop", None) in asyncio.run(collect(make_service(engine, catalog), request(stop_token_ids=(7,))))
+
+
 def test_n_choices_get_distinct_seeds_in_order(catalog: Catalog) -> None:
     engine = ScriptedEngine(["x"], template=CHATML)
     result = asyncio.run(fold_chat(asyncio.run(make_service(engine, catalog).start_chat(request(n=3, seed=5)))))

@@ -48,6 +48,10 @@ def _properties(card: ModelCard) -> Schema:
         "user": {"type": "string"},
         "logprobs": {"type": "boolean", "default": False},
         "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20},
+        "ignore_eos": {"type": "boolean", "default": False},
+        "min_tokens": {"type": "integer", "minimum": 0, "default": 0},
+        "stop_token_ids": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "include_stop_str_in_output": {"type": "boolean", "default": False},
         "logit_bias": {
             "type": "object",
             "propertyNames": {"pattern": "^[0-9]{1,9}$"},

@@ -50,8 +50,8 @@ class TokenOut:
     token_id: int
     # Text this token completes, decoded incrementally: never half a UTF-8 character.
     text: str
-    # The generation ends here on its own: the model's end-of-generation token (whose text, empty, is not
-    # content) or the last token its grammar allows.
+    # The generation ends here on its own: the model's end-of-generation token or one of the sampling's
+    # `stop_token_ids` (whose text, empty here, is not content), or the last token its grammar allows.
     is_end: bool = False
     # Its log-probability (and the likeliest alternatives'), when the sampling asked for them.
     logprobs: SampledLogprobs | None = None

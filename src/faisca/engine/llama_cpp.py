@@ -193,6 +193,7 @@ class LlamaCppEngine:
         self._metadata: dict[str, str] = model.metadata()  # type: ignore[attr-defined]
         self._chat_template = self._metadata.get("tokenizer.chat_template")
         end_tokens = [eos] + [t for t in range(self._num_vocab) if t != eos and llama_cpp.llama_vocab_is_eog(self._vocab, t)]
+        self._end_tokens = tuple(end_tokens)
         self._constraints = ConstraintCompiler(self._vocab, num_vocab=self._num_vocab, end_tokens=end_tokens)
         self._request_ids = itertools.count()
         # engine-thread state
@@ -315,7 +316,8 @@ class LlamaCppEngine:
             num_prompt_tokens=prompt.num_tokens,
             max_new_tokens=max_new_tokens,
             images=prompt.images,
-            sampler=TokenSampler(sampling, prompt_tokens=prompt.tokens),
+            # a grammar decides where a constrained answer ends: its end tokens are never banned
+            sampler=TokenSampler(sampling, prompt_tokens=prompt.tokens, end_tokens=() if constraint else self._end_tokens),
             detokenizer=IncrementalDetokenizer(lambda token: self._model.detokenize([token], special=False)),  # type: ignore[attr-defined]
             emit=functools.partial(_send_to_loop, loop, events),
             constraint=constraint,
@@ -503,7 +505,7 @@ class LlamaCppEngine:
 
     def _accept(self, sequence: _Sequence, token: int, logprobs: SampledLogprobs | None) -> None:
         sequence.tokens.append(token)
-        if self._lib.llama_vocab_is_eog(self._vocab, token):
+        if self._lib.llama_vocab_is_eog(self._vocab, token) or token in sequence.sampler.params.stop_token_ids:
             sequence.emit(TokenOut(token, sequence.detokenizer.flush(), is_end=True, logprobs=logprobs))
             self._finish(sequence)
             return

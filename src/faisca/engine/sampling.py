@@ -7,7 +7,9 @@ llama.cpp and vLLM do:
    repeat_penalty (1 = off; llama.cpp/vLLM semantics): every distinct token of the prompt or generated
    so far has its logit divided by the penalty if positive, multiplied by it otherwise;
    presence and frequency penalties (OpenAI semantics): a token generated `c` times so far loses
-   `c * frequency_penalty + presence_penalty` (only generated tokens count, not the prompt's).
+   `c * frequency_penalty + presence_penalty` (only generated tokens count, not the prompt's);
+   bans (vLLM semantics): the model's end tokens with `ignore_eos`, and both they and `stop_token_ids`
+   while fewer than `min_tokens` tokens have been generated, get -inf.
 2. temperature 0: the argmax (greedy), nothing below applies.
 3. top_k (0 = off): only the k highest logits stay candidates.
 4. temperature scaling and softmax over the candidates.
@@ -47,8 +49,12 @@ _TINY_TEMPERATURE = float(np.finfo(np.float32).tiny)
 class TokenSampler:
     """Samples one sequence's tokens; keeps its generator and what the penalties need."""
 
-    def __init__(self, params: SamplingParams, *, prompt_tokens: Sequence[int]) -> None:
+    def __init__(self, params: SamplingParams, *, prompt_tokens: Sequence[int], end_tokens: Sequence[int] = ()) -> None:
+        """`end_tokens`: the model's end-of-generation tokens, banned by `ignore_eos` and `min_tokens`."""
         self.params = params
+        self._num_generated = 0
+        self._banned_always = np.array(end_tokens if params.ignore_eos else (), dtype=np.intp)
+        self._banned_early = np.array(sorted({*end_tokens, *params.stop_token_ids}), dtype=np.intp)
         # SeedSequence wants a non-negative seed; a negative one is mapped into range, still deterministic.
         self._rng = np.random.default_rng(None if params.seed is None else params.seed % (1 << 64))
 
@@ -106,12 +112,13 @@ class TokenSampler:
         return int(i if ids is None else ids[i])
 
     def _adjusted(self, logits: np.ndarray) -> np.ndarray:
-        """`logits` itself when nothing applies, else a copy with bias and penalties applied."""
+        """`logits` itself when nothing applies, else a copy with bias, penalties and bans applied."""
         p = self.params
         bias = self._bias_ids.size > 0
         repeat = self._uses_repeat and self._seen_ids.size > 0
         counts = self._uses_counts and self._generated_ids.size > 0
-        if not (bias or repeat or counts):
+        banned = self._banned_early if self._num_generated < p.min_tokens else self._banned_always
+        if not (bias or repeat or counts or banned.size):
             return logits
         z = np.array(logits, dtype=np.float32)  # one copy of the row
         if bias:
@@ -122,9 +129,12 @@ class TokenSampler:
             z[self._seen_ids] = np.where(v > 0, v / p.repeat_penalty, v * p.repeat_penalty)
         if counts:
             z[self._generated_ids] -= self._generated_counts * p.frequency_penalty + p.presence_penalty
+        if banned.size:
+            z[banned[banned < z.shape[0]]] = -np.inf
         return z
 
     def _record(self, token: int) -> None:
+        self._num_generated += 1
         slot = self._slot_of.get(token)
         if slot is None:
             self._slot_of[token] = self._generated_ids.size

@@ -58,7 +58,8 @@ KNOWN_FIELDS = frozenset(
         "model", "messages", "temperature", "top_p", "top_k", "min_p", "n", "stream", "stream_options",
         "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty",
         "stop", "seed", "user", "logit_bias", "tools", "tool_choice", "parallel_tool_calls", "response_format",
-        "logprobs", "top_logprobs", "prompt_logprobs",
+        "logprobs", "top_logprobs", "prompt_logprobs", "ignore_eos", "min_tokens", "stop_token_ids",
+        "include_stop_str_in_output",
     }
 )
 
@@ -176,7 +177,14 @@ def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
         stop=_stop_from_wire(body.get("stop")),
         logit_bias=tuple((int(token), float(bias)) for token, bias in (body.get("logit_bias") or {}).items()),
         top_logprobs=_top_logprobs_from_wire(body),
+        include_stop_str_in_output=_or_default(body, "include_stop_str_in_output", False),
+        stop_token_ids=tuple(_or_default(body, "stop_token_ids", ())),
+        ignore_eos=_or_default(body, "ignore_eos", False),
+        min_tokens=_or_default(body, "min_tokens", 0),
     )
+    if sampling.max_tokens is not None and sampling.min_tokens > sampling.max_tokens:
+        raise InvalidRequest(f"min_tokens ({sampling.min_tokens}) is more than max_tokens ({sampling.max_tokens}).",
+                             param="min_tokens")
     return ChatRequest(
         model_id=card.id,
         messages=tuple(_message_from_wire(message) for message in body["messages"]),
