@@ -13,18 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
 from openai import OpenAI
 
 from faisca.catalog import Catalog
 from faisca.engine.weights import resolve_gguf
-from servers import free_port, running
+from servers import faisca_command, free_port, llama_cpp_server_command, running
+from single_stream import CONTEXT_TOKENS, PROMPT
 
-PROMPT = ("The history of the printing press begins in the fifteenth century, when Johannes Gutenberg "
-          "combined movable metal type, oil-based ink and a wooden press adapted from wine making. ")
-CONTEXT_TOKENS = 2048
 SETTINGS: dict[str, dict[str, object]] = {
     "off": {},
     "top 0": {"logprobs": True, "top_logprobs": 0},
@@ -65,15 +62,13 @@ def main() -> None:
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    with running([sys.executable, "-m", "faisca.cli.main", "serve", "--port", str(port), "--threads", str(args.threads),
-                  "--ctx-size", str(CONTEXT_TOKENS)], f"{base_url}/health"):
+    with running(faisca_command(port, threads=args.threads, context_tokens=CONTEXT_TOKENS), f"{base_url}/health"):
         rows["faisca"] = measure(base_url, "gemma3:270m", args)
 
     port = free_port()
     peer_url = f"http://127.0.0.1:{port}"
     try:
-        with running([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--n_threads", str(args.threads),
-                      "--n_ctx", str(CONTEXT_TOKENS), "--port", str(port), "--chat_format", "gemma"],
+        with running(llama_cpp_server_command(gguf, port, threads=args.threads, context_tokens=CONTEXT_TOKENS),
                      f"{peer_url}/v1/models"):
             rows["peer"] = measure(peer_url, "gemma", args)
     except RuntimeError as exc:

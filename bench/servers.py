@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -36,3 +38,15 @@ def running(command: list[str], ready_url: str, *, timeout_s: float = 180) -> It
     finally:
         process.terminate()
         process.wait()
+
+
+def faisca_command(port: int, *, threads: int, context_tokens: int) -> list[str]:
+    """`faisca serve` on the embedded default model."""
+    return [sys.executable, "-m", "faisca.cli.main", "serve", "--port", str(port), "--threads", str(threads),
+            "--ctx-size", str(context_tokens)]
+
+
+def llama_cpp_server_command(gguf: Path, port: int, *, threads: int, context_tokens: int) -> list[str]:
+    """`python -m llama_cpp.server` on the same GGUF, threads and context, with Gemma's chat format."""
+    return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--n_threads", str(threads),
+            "--n_ctx", str(context_tokens), "--port", str(port), "--chat_format", "gemma"]

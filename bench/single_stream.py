@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from faisca.engine.base import TokenOut
 from faisca.engine.llama_cpp import LlamaCppEngine
 from faisca.engine.weights import resolve_gguf
 from faisca.types import SamplingParams
-from servers import free_port, running
+from servers import faisca_command, free_port, llama_cpp_server_command, running
 
 PROMPT = ("The history of the printing press begins in the fifteenth century, when Johannes Gutenberg "
           "combined movable metal type, oil-based ink and a wooden press adapted from wine making. ")
@@ -83,16 +82,14 @@ def main() -> None:
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    with running([sys.executable, "-m", "faisca.cli.main", "serve", "--port", str(port), "--threads", str(args.threads),
-                  "--ctx-size", str(CONTEXT_TOKENS)], f"{base_url}/health"):
+    with running(faisca_command(port, threads=args.threads, context_tokens=CONTEXT_TOKENS), f"{base_url}/health"):
         measure_http(base_url, "gemma3:270m", 8)  # warm-up
         rows["faisca"] = best_of(args.runs, lambda: measure_http(base_url, "gemma3:270m", args.tokens))
 
     port = free_port()
     peer_url = f"http://127.0.0.1:{port}"
     try:
-        with running([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--n_threads", str(args.threads),
-                      "--n_ctx", str(CONTEXT_TOKENS), "--port", str(port), "--chat_format", "gemma"],
+        with running(llama_cpp_server_command(gguf, port, threads=args.threads, context_tokens=CONTEXT_TOKENS),
                      f"{peer_url}/v1/models"):
             measure_http(peer_url, "gemma", 8)
             rows["peer"] = best_of(args.runs, lambda: measure_http(peer_url, "gemma", args.tokens))
