@@ -120,7 +120,11 @@ class _Sequence:
         return len(self.tokens) - self.num_prompt_tokens
 
     def view(self) -> SequenceView:
-        return SequenceView(self.request_id, len(self.tokens) - self.num_computed)
+        """What this step's batch can take of it: the text up to its next image; 1 when it has reached an image
+        (fed in a decode of its own, or still being encoded), so its tokens never hold batch room it cannot use."""
+        if self.image_at(self.num_computed) is not None:
+            return SequenceView(self.request_id, 1)
+        return SequenceView(self.request_id, self.text_end(self.num_computed, len(self.tokens)) - self.num_computed)
 
     def image_at(self, position: int) -> PromptImage | None:
         return next((image for image in self.images if image.start == position), None)

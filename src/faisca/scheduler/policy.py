@@ -46,8 +46,9 @@ class SequenceView:
     """What the policy knows of a sequence."""
 
     request_id: int
-    # Tokens to feed before it can sample: the uncomputed rest of its prompt while
-    # prefilling; 1 (its last sampled token) while decoding. Always >= 1.
+    # Tokens the next batch can take: the uncomputed rest of its prompt while prefilling
+    # (up to its next image, which is fed apart from the batch: 1 once it has reached one);
+    # 1 (its last sampled token) while decoding. Always >= 1.
     num_pending_tokens: int
 
 
