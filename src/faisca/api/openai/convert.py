@@ -265,7 +265,8 @@ async def to_chunks(
 
     def choice(index: int, delta: Delta, **ends: Any) -> ChunkChoice:
         entries = pending_logprobs.pop(index, None)
-        return ChunkChoice(index=index, delta=delta, logprobs=entries and to_choice_logprobs(entries), **ends)
+        logprobs = None if entries is None else to_choice_logprobs(entries)
+        return ChunkChoice(index=index, delta=delta, logprobs=logprobs, **ends)
 
     for index in range(num_choices):
         yield chunk([ChunkChoice(index=index, delta=Delta(role="assistant", content=""))])

@@ -60,7 +60,7 @@ class Choice(BaseModel):
     message: AssistantMessage
     logprobs: ChoiceLogprobs | None = None
     finish_reason: str
-    # the stop string that ended this choice; null when the model or the length limit ended it
+    # the stop string (or `stop_token_ids` token) that ended this choice; null when the model or the length limit did
     stop_reason: str | int | None = None
 
 
