@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from faisca.catalog import ModelCard
+from faisca.chat.fit import conversation_cuts
 from faisca.chat.plan import OutputPlan, plan_chat
 from faisca.chat.stops import StopMatcher
 from faisca.chat.toolcalls.base import (
@@ -29,6 +31,8 @@ from faisca.types import (
     SamplingParams, TextDelta, ToolCall, ToolCallArgumentsDelta, ToolCallStart, Usage,
 )
 
+logger = logging.getLogger("faisca.service")
+
 
 def image_sources(request: ChatRequest) -> list[tuple[str, str]]:
     """The request's images in prompt order, as (URL or data URI, the request field it came from)."""
@@ -37,6 +41,11 @@ def image_sources(request: ChatRequest) -> list[tuple[str, str]]:
         for message_index, message in enumerate(request.messages) if isinstance(message.content, tuple)
         for part_index, part in enumerate(message.content) if isinstance(part, ImagePart)
     ]
+
+
+def image_message_indices(request: ChatRequest) -> list[int]:
+    """The message each of the request's images (in prompt order) is in."""
+    return [index for index, message in enumerate(request.messages) for _ in message.image_parts]
 
 
 def check_capabilities(card: ModelCard, sources: list[tuple[str, str]]) -> None:
@@ -103,14 +112,29 @@ class ChatService:
                 f"serve it with `--mmproj FILE`.", param=sources[0][1],
             )
         check_token_ids(request.sampling, served.engine.vocab_size)
-        plan = plan_chat(card, served.template, request, image_marker=image_marker)
-        first_constraint = served.engine.compile_constraint(plan.grammar) if plan.grammar is not None else None
-        if sources:
-            images = await self._images.load_all(sources)
-            prompt = await asyncio.to_thread(served.engine.encode_prompt, plan.prompt, images)
+        max_context_tokens = min(request.max_context_tokens or served.engine.max_context_tokens,
+                                 served.engine.max_context_tokens)
+        images = await self._images.load_all(sources) if sources else ()
+        in_message = image_message_indices(request)
+        for kept in conversation_cuts(request.messages) if request.fit_context else [range(len(request.messages))]:
+            fitted = dataclasses.replace(request, messages=tuple(request.messages[index] for index in kept))
+            plan = plan_chat(card, served.template, fitted, image_marker=image_marker)
+            kept_images = tuple(image for image, index in zip(images, in_message, strict=True) if index in kept)
+            if kept_images:
+                prompt = await asyncio.to_thread(served.engine.encode_prompt, plan.prompt, kept_images)
+            else:
+                prompt = served.engine.encode_prompt(plan.prompt)
+            if prompt.num_tokens < max_context_tokens:
+                break
+        if len(fitted.messages) < len(request.messages):
+            logger.info("left out the %d oldest of %d messages to fit a context of %d tokens",
+                        len(request.messages) - len(fitted.messages), len(request.messages), max_context_tokens)
+        if request.fit_context:  # the answer stops where the context ends
+            room = max_new_tokens_for(prompt.num_tokens, None, max_context_tokens)
+            max_new_tokens = min(room, request.sampling.max_tokens or room)
         else:
-            prompt = served.engine.encode_prompt(plan.prompt)
-        max_new_tokens = max_new_tokens_for(prompt.num_tokens, request.sampling.max_tokens, served.engine.max_context_tokens)
+            max_new_tokens = max_new_tokens_for(prompt.num_tokens, request.sampling.max_tokens, max_context_tokens)
+        first_constraint = served.engine.compile_constraint(plan.grammar) if plan.grammar is not None else None
         ticket = self._admission(card).enter()
         return AdmittedStream(self._generate(served, request, plan, prompt, max_new_tokens, first_constraint), ticket)
 

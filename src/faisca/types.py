@@ -114,6 +114,11 @@ class ChatRequest:
     response_format: ResponseFormat | None = None
     # A prompt sent as is, without the chat template (Ollama's `raw`); `messages` then holds only its images.
     raw_prompt: str | None = None
+    # A context for this request smaller than the model's (Ollama's `num_ctx`); None: the model's.
+    max_context_tokens: int | None = None
+    # Ollama's way with a context too small: the oldest turns are left out until the prompt fits, and the answer
+    # stops where the context ends ("length"). Without it such a request is refused (context_length_exceeded).
+    fit_context: bool = False
 
 
 @dataclass(frozen=True)

@@ -115,3 +115,20 @@ def test_logprobs_on_generate_and_chat(client: ollama.Client, stream: bool) -> N
         assert all(len(entry.top_logprobs or []) == 2 and entry.top_logprobs[0].token == entry.token for entry in entries)
     plain = client.generate(model="gemma3:270m", prompt="roses are red", options={"num_predict": 2})
     assert plain.logprobs is None
+
+
+def test_a_chat_longer_than_num_ctx_loses_its_oldest_turns_as_on_ollama(client: ollama.Client) -> None:
+    turn = "Tell me about the lighthouse keepers of the northern coast and their long winter nights. " * 3
+    history = [{"role": "system", "content": "You are brief."}]
+    for _ in range(4):
+        history += [{"role": "user", "content": turn}, {"role": "assistant", "content": turn}]
+    history.append({"role": "user", "content": "And the ships?"})
+    options = {"num_ctx": 256, "num_predict": 400, "temperature": 0}
+    answer = client.chat(model="gemma3:270m", messages=history, options=options)
+    assert answer.done and answer.prompt_eval_count is not None and answer.eval_count is not None
+    assert 0 < answer.prompt_eval_count < 256 and answer.prompt_eval_count + answer.eval_count <= 256
+    last_turn_only = client.chat(model="gemma3:270m", messages=[history[0], history[-1]], options=options)
+    assert answer.prompt_eval_count > last_turn_only.prompt_eval_count  # the turns that fit stayed
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.chat(model="gemma3:270m", messages=[{"role": "user", "content": turn * 8}], options=options)
+    assert caught.value.status_code == 400 and "context length" in caught.value.error

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+
 import pytest
 
 from faisca.catalog import Catalog
@@ -76,6 +78,21 @@ def test_a_stop_token_id_is_the_stop_reason_the_models_own_end_is_not(catalog: C
     engine = ScriptedEngine(["a", "b"], template=CHATML)  # ends with token 99
     assert ChoiceEnd(0, "stop", 99) in asyncio.run(collect(make_service(engine, catalog), request(stop_token_ids=(99,))))
     assert ChoiceEnd(0, "stop", None) in asyncio.run(collect(make_service(engine, catalog), request(stop_token_ids=(7,))))
+
+
+def test_fitting_the_context_leaves_out_the_oldest_turns_and_bounds_the_answer(catalog: Catalog) -> None:
+    engine = ScriptedEngine(["x"], template=CHATML)  # 64 tokens of context; a word is a token
+    turn = "a question of many words that take up room in the context " * 2
+    history = tuple(Message(role, turn) for role in ("user", "assistant") * 3) + (Message("user", "last one"),)
+    fitted = ChatRequest("huggingfacetb-smollm2-135m-instruct", history, SamplingParams(max_tokens=500), fit_context=True)
+    asyncio.run(collect(make_service(engine, catalog), fitted))
+    prompt, _, max_new_tokens = engine.calls[0]
+    assert prompt and len(prompt) < 64 and max_new_tokens == 64 - len(prompt)
+    with pytest.raises(ContextLengthExceeded):
+        asyncio.run(collect(make_service(engine, catalog), dataclasses.replace(fitted, fit_context=False)))
+    smaller = dataclasses.replace(fitted, messages=history[-1:], max_context_tokens=8, sampling=SamplingParams())
+    asyncio.run(collect(make_service(engine, catalog), smaller))
+    assert len(engine.calls[-1][0]) + engine.calls[-1][2] == 8
 
 
 def test_n_choices_get_distinct_seeds_in_order(catalog: Catalog) -> None:

@@ -103,6 +103,14 @@ def _with_logprobs(sampling: SamplingParams, body: Mapping[str, Any]) -> Samplin
     return dataclasses.replace(sampling, top_logprobs=num_top) if body.get("logprobs") else sampling
 
 
+def _num_ctx(options: Any) -> int | None:
+    """`options.num_ctx`: a context for this request smaller than the model's; None (or 0) for the model's."""
+    num_ctx = options.get("num_ctx") if isinstance(options, Mapping) else None
+    if num_ctx is not None and (isinstance(num_ctx, bool) or not isinstance(num_ctx, int) or num_ctx < 0):
+        raise InvalidRequest("options.num_ctx must be a whole number of tokens", param="options.num_ctx")
+    return num_ctx or None
+
+
 def _format(body: Mapping[str, Any]) -> ResponseFormat | None:
     wire = body.get("format")
     if wire in (None, ""):
@@ -134,14 +142,17 @@ def from_generate(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
         raise InvalidRequest("prompt must be a string", param="prompt")
     sampling = _with_logprobs(sampling_from_options(body.get("options")), body)
     images = _images(body.get("images"), "images")
-    if body.get("raw"):
-        with_images = (Message("user", images),) if images else ()
-        return ChatRequest(card.id, with_images, sampling, response_format=_format(body), raw_prompt=prompt)
     messages = []
-    if system := body.get("system"):
-        messages.append(Message("system", str(system)))
-    messages.append(Message("user", _content(prompt, images)))
-    return ChatRequest(card.id, tuple(messages), sampling, response_format=_format(body))
+    if body.get("raw"):
+        messages = [Message("user", images)] if images else []
+    else:
+        if system := body.get("system"):
+            messages.append(Message("system", str(system)))
+        messages.append(Message("user", _content(prompt, images)))
+    # Ollama fits what it can in the context, and never refuses an answer for its length.
+    return ChatRequest(card.id, tuple(messages), sampling, response_format=_format(body),
+                       raw_prompt=prompt if body.get("raw") else None,
+                       max_context_tokens=_num_ctx(body.get("options")), fit_context=True)
 
 
 def _chat_message(index: int, wire: Any) -> Message:
@@ -171,6 +182,8 @@ def from_chat(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
         tools=tools,
         tool_choice="auto" if tools else "none",
         response_format=_format(body),
+        max_context_tokens=_num_ctx(body.get("options")),
+        fit_context=True,
     )
 
 
