@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from faisca.catalog import ModelCard
@@ -143,54 +143,133 @@ class ChatService:
         max_new_tokens: int, first_constraint: Constraint | None,
     ) -> AsyncIterator[ChatEvent]:
         model = served.card.id
-        time_to_first_token_s = self.metrics.time_to_first_token_s.labels(model)
-        time_per_output_token_s = self.metrics.time_per_output_token_s.labels(model)
-        last_token_at_s = time.perf_counter()
-        num_completion_tokens = 0
-        num_cached_tokens = 0
-        for choice_index in range(request.num_choices):
-            sampling = request.sampling
-            if sampling.seed is not None:  # each choice its own sample, reproducibly
-                sampling = dataclasses.replace(sampling, seed=sampling.seed + choice_index)
-            stops = StopMatcher(sampling.stop)
-            finish_reason: FinishReason = "length"
-            stop_reason: str | int | None = None
-            constraint = first_constraint if choice_index == 0 else (
+        tally = _Tally(started_at_s=time.perf_counter())
+
+        def choice(index: int) -> AsyncIterator[ChatEvent | _FirstToken]:
+            constraint = first_constraint if index == 0 else (
                 served.engine.compile_constraint(plan.grammar) if plan.grammar is not None else None)
-            calls = _CallEvents(choice_index, plan.new_parser() if plan.new_parser else None)
-            tokens = served.engine.generate(prompt, sampling, max_new_tokens, constraint)
-            try:
-                async for event in tokens:
-                    if isinstance(event, PromptAccepted):
-                        num_cached_tokens = max(num_cached_tokens, event.num_cached_tokens)
-                        continue
-                    now_s = time.perf_counter()
-                    latency_s = time_per_output_token_s if num_completion_tokens else time_to_first_token_s
-                    latency_s.observe(now_s - last_token_at_s)
-                    last_token_at_s = now_s
-                    num_completion_tokens += 1
-                    if event.logprobs is not None:
-                        yield LogprobsDelta(choice_index, event.logprobs)
-                    text, stop_string = stops.feed(event.text)
-                    if stop_string is not None and sampling.include_stop_str_in_output:
-                        text += stop_string
-                    if text:
-                        for chat_event in calls.feed(text):
-                            yield chat_event
-                    if stop_string is not None or event.is_end:
-                        finish_reason = "stop"
-                        stop_reason = event.token_id if event.token_id in sampling.stop_token_ids else stop_string
-                        break
-            finally:
-                await tokens.aclose()  # type: ignore[attr-defined]
-            for chat_event in calls.finish(stops.flush() if stops.matched is None else ""):
-                yield chat_event
-            if calls.num_calls and finish_reason == "stop":
-                finish_reason = "tool_calls"
-            yield ChoiceEnd(choice_index, finish_reason, stop_reason)
+            return self._choice_events(served, request, plan, prompt, max_new_tokens, constraint, index, tally)
+
+        events = choice(0) if request.num_choices == 1 else _side_by_side(choice, request.num_choices)
+        try:
+            async for event in events:
+                if not isinstance(event, _FirstToken):
+                    yield event
+        finally:  # closed early (a client gone): the engine stops at once, not when the stream is collected
+            await events.aclose()  # type: ignore[attr-defined]
         self.metrics.prompt_tokens.labels(model).inc(prompt.num_tokens)
-        self.metrics.generation_tokens.labels(model).inc(num_completion_tokens)
-        yield ChatEnd(Usage(prompt.num_tokens, num_completion_tokens, num_cached_tokens))
+        self.metrics.generation_tokens.labels(model).inc(tally.num_completion_tokens)
+        yield ChatEnd(Usage(prompt.num_tokens, tally.num_completion_tokens, tally.num_cached_tokens))
+
+    async def _choice_events(
+        self, served: ServedModel, request: ChatRequest, plan: OutputPlan, prompt: EnginePrompt,
+        max_new_tokens: int, constraint: Constraint | None, choice_index: int, tally: _Tally,
+    ) -> AsyncIterator[ChatEvent | _FirstToken]:
+        """One choice: its tokens through stop strings and its format's parser, then its end."""
+        model = served.card.id
+        sampling = request.sampling
+        if sampling.seed is not None:  # each choice its own sample, reproducibly
+            sampling = dataclasses.replace(sampling, seed=sampling.seed + choice_index)
+        stops = StopMatcher(sampling.stop)
+        finish_reason: FinishReason = "length"
+        stop_reason: str | int | None = None
+        calls = _CallEvents(choice_index, plan.new_parser() if plan.new_parser else None)
+        last_token_at_s: float | None = None
+        tokens = served.engine.generate(prompt, sampling, max_new_tokens, constraint)
+        try:
+            async for event in tokens:
+                if isinstance(event, PromptAccepted):
+                    tally.num_cached_tokens = max(tally.num_cached_tokens, event.num_cached_tokens)
+                    continue
+                now_s = time.perf_counter()
+                if tally.num_completion_tokens == 0:  # the request's first token, whichever choice it is in
+                    self.metrics.time_to_first_token_s.labels(model).observe(now_s - tally.started_at_s)
+                elif last_token_at_s is not None:
+                    self.metrics.time_per_output_token_s.labels(model).observe(now_s - last_token_at_s)
+                if last_token_at_s is None:
+                    yield _FirstToken(choice_index)
+                last_token_at_s = now_s
+                tally.num_completion_tokens += 1
+                if event.logprobs is not None:
+                    yield LogprobsDelta(choice_index, event.logprobs)
+                text, stop_string = stops.feed(event.text)
+                if stop_string is not None and sampling.include_stop_str_in_output:
+                    text += stop_string
+                if text:
+                    for chat_event in calls.feed(text):
+                        yield chat_event
+                if stop_string is not None or event.is_end:
+                    finish_reason = "stop"
+                    stop_reason = event.token_id if event.token_id in sampling.stop_token_ids else stop_string
+                    break
+        finally:
+            await tokens.aclose()  # type: ignore[attr-defined]
+        for chat_event in calls.finish(stops.flush() if stops.matched is None else ""):
+            yield chat_event
+        if calls.num_calls and finish_reason == "stop":
+            finish_reason = "tool_calls"
+        yield ChoiceEnd(choice_index, finish_reason, stop_reason)
+
+
+@dataclass
+class _Tally:
+    """What a request's choices add up to, and when it started."""
+
+    started_at_s: float
+    num_completion_tokens: int = 0
+    num_cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class _FirstToken:
+    """A choice's first token came: its prompt is in the engine's cache."""
+
+    choice_index: int
+
+
+@dataclass(frozen=True)
+class _ChoiceDone:
+    choice_index: int
+
+
+@dataclass(frozen=True)
+class _ChoiceFailed:
+    error: Exception
+
+
+async def _side_by_side(
+    choice: Callable[[int], AsyncIterator[ChatEvent | _FirstToken]], num_choices: int,
+) -> AsyncIterator[ChatEvent | _FirstToken]:
+    """The events of `num_choices` choices as they come, the choices generated side by side (batched by the engine):
+    choice 0 first, the others once its first token shows its prompt computed, so that they start from that cached
+    prompt instead of all computing it. Closing the stream (or a failing choice) ends every choice."""
+    queue: asyncio.Queue[ChatEvent | _FirstToken | _ChoiceDone | _ChoiceFailed] = asyncio.Queue()
+
+    async def pump(index: int) -> None:
+        try:
+            async for event in choice(index):
+                queue.put_nowait(event)
+        except Exception as exc:  # handed to the consumer, which raises it
+            queue.put_nowait(_ChoiceFailed(exc))
+        queue.put_nowait(_ChoiceDone(index))
+
+    tasks = [asyncio.create_task(pump(0))]
+    num_done = 0
+    try:
+        while num_done < num_choices:
+            event = await queue.get()
+            if isinstance(event, _ChoiceFailed):
+                raise event.error
+            if isinstance(event, _FirstToken | _ChoiceDone) and event.choice_index == 0 and len(tasks) == 1:
+                tasks += [asyncio.create_task(pump(index)) for index in range(1, num_choices)]
+            if isinstance(event, _ChoiceDone):
+                num_done += 1
+            else:
+                yield event
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class _CallEvents:

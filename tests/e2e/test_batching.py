@@ -106,16 +106,21 @@ def test_a_shared_prefix_is_reused_and_reported_as_cached(client: openai.OpenAI)
     assert first.usage.prompt_tokens * 0.7 < details.cached_tokens < second.usage.prompt_tokens
 
 
-@pytest.mark.parametrize("stream", [True, False])
-def test_a_disconnected_client_frees_its_sequence(server: RunningServer, http: httpx.Client, stream: bool) -> None:
-    body = {"model": GEMMA, "messages": prompt(1), "max_tokens": 1500, "logit_bias": NO_END, "stream": stream}
+@pytest.mark.parametrize(("stream", "num_choices"), [(True, 1), (False, 1), (True, 3)])
+def test_a_disconnected_client_frees_its_sequence(server: RunningServer, http: httpx.Client, stream: bool,
+                                                  num_choices: int) -> None:
+    body = {"model": GEMMA, "messages": prompt(1), "max_tokens": 1500, "logit_bias": NO_END, "stream": stream,
+            "n": num_choices}
     with httpx.Client(base_url=server.base_url, timeout=httpx.Timeout(60, read=1.0)) as short_lived:
         if stream:
             with short_lived.stream("POST", "/v1/chat/completions", json=body) as response:
                 lines = response.iter_lines()
                 while '"content":""' in (line := next(lines)) or not line:  # past the role chunk: generating
                     pass
-                assert running_gauge(http) == 1
+                started_s = time.monotonic()  # every choice generating (the later ones start from the first's prompt)
+                while running_gauge(http) != num_choices and time.monotonic() < started_s + 5:
+                    time.sleep(0.05)
+                assert running_gauge(http) == num_choices
         else:
             with pytest.raises(httpx.ReadTimeout):
                 short_lived.post("/v1/chat/completions", json=body)

@@ -117,6 +117,25 @@ def test_n_gives_n_choices(client: openai.OpenAI) -> None:
     assert texts == {0: completion.choices[0].message.content, 1: completion.choices[1].message.content}
 
 
+def test_n_choices_are_generated_side_by_side_from_one_computed_prompt(client: openai.OpenAI) -> None:
+    # Asked nowhere else (nothing cached), and answered with clear margins: greedy picks survive float rounding.
+    messages = [{"role": "user", "content": "Write a short poem about the boats in the harbor."}]
+    asked = {"model": GEMMA, "messages": messages, "max_tokens": 16, "temperature": 0,
+             "logit_bias": {"1": -100, "106": -100}}  # no <eos>, <end_of_turn>: every choice runs 16 tokens
+    chunks = list(client.chat.completions.create(**asked, n=3, stream=True, stream_options={"include_usage": True}))  # type: ignore[call-overload]
+    with_text = [c.choices[0] for c in chunks if c.choices and c.choices[0].delta.content]
+    ends = [c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert sorted(ends) == [0, 1, 2]
+    first_end = next(i for i, c in enumerate(chunks) if c.choices and c.choices[0].finish_reason)
+    assert {c.choices[0].index for c in chunks[:first_end] if c.choices and c.choices[0].delta.content} == {0, 1, 2}
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens == 48
+    assert usage.prompt_tokens_details is not None and usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens - 1
+    alone = client.chat.completions.create(**asked).choices[0].message.content  # type: ignore[call-overload]
+    for index in range(3):  # the same greedy answer, up to llama.cpp's rounding in other batches
+        assert "".join(c.delta.content or "" for c in with_text if c.index == index)[:20] == alone[:20]
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_stop_string_ends_the_choice_and_is_reported(client: openai.OpenAI, stream: bool) -> None:
     free = client.chat.completions.create(model=SMOLLM2, messages=HELLO, max_tokens=24, temperature=0).choices[0].message.content  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from faisca.catalog import Catalog
-from faisca.errors import ContextLengthExceeded, ModelUnavailable, NotReady, UnsupportedCapability
+from faisca.errors import ContextLengthExceeded, EngineError, ModelUnavailable, NotReady, UnsupportedCapability
 from faisca.registry import ModelRegistry, chat_template_for
 from faisca.service import ChatService, fold_chat, max_new_tokens_for
 from faisca.types import ChatEnd, ChatRequest, ChoiceEnd, ImagePart, Message, SamplingParams, TextDelta, TextPart
@@ -93,6 +93,13 @@ def test_fitting_the_context_leaves_out_the_oldest_turns_and_bounds_the_answer(c
     smaller = dataclasses.replace(fitted, messages=history[-1:], max_context_tokens=8, sampling=SamplingParams())
     asyncio.run(collect(make_service(engine, catalog), smaller))
     assert len(engine.calls[-1][0]) + engine.calls[-1][2] == 8
+
+
+def test_a_failing_choice_ends_them_all_with_its_error(catalog: Catalog) -> None:
+    engine = ScriptedEngine(["a", "b", "c"], fail_after=1, template=CHATML)
+    with pytest.raises(EngineError, match="the engine broke"):
+        asyncio.run(collect(make_service(engine, catalog), request(n=3, max_tokens=10)))
+    assert engine.num_closed_streams == len(engine.calls) >= 1  # every choice that started was closed
 
 
 def test_n_choices_get_distinct_seeds_in_order(catalog: Catalog) -> None:
