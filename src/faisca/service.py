@@ -175,6 +175,7 @@ class ChatService:
         stop_reason: str | int | None = None
         calls = _CallEvents(choice_index, plan.new_parser() if plan.new_parser else None)
         last_token_at_s: float | None = None
+        num_choice_tokens = 0
         tokens = served.engine.generate(prompt, sampling, max_new_tokens, constraint)
         try:
             async for event in tokens:
@@ -192,7 +193,11 @@ class ChatService:
                 tally.num_completion_tokens += 1
                 if event.logprobs is not None:
                     yield LogprobsDelta(choice_index, event.logprobs)
-                text, stop_string = stops.feed(event.text)
+                if num_choice_tokens < sampling.min_tokens:  # stop strings count from min_tokens on, as in vLLM
+                    text, stop_string = event.text, None
+                else:
+                    text, stop_string = stops.feed(event.text)
+                num_choice_tokens += 1
                 if stop_string is not None and sampling.include_stop_str_in_output:
                     text += stop_string
                 if text:

@@ -91,7 +91,8 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     # vLLM's: the model's end-of-generation tokens are never sampled (grammars still end a constrained answer)
     ignore_eos: bool = False
-    # vLLM's: end-of-generation and `stop_token_ids` tokens are not sampled before this many tokens
+    # vLLM's: before this many tokens, end-of-generation and `stop_token_ids` tokens are not sampled and stop strings
+    # do not match
     min_tokens: int = 0
     # (token id, bias added to its logit); -100 bans a token, +100 all but forces it (OpenAI's logit_bias)
     logit_bias: tuple[tuple[int, float], ...] = ()

@@ -67,6 +67,13 @@ def test_stop_string_cuts_the_text_and_closes_the_engine_stream(catalog: Catalog
     assert engine.num_closed_streams == 1
 
 
+def test_stop_strings_count_only_from_min_tokens_on(catalog: Catalog) -> None:
+    engine = ScriptedEngine(["ab", "X", "cd", "X", "ef"], template=CHATML)
+    events = asyncio.run(collect(make_service(engine, catalog), request(stop=("X",), min_tokens=3)))
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "abXcd"
+    assert ChoiceEnd(0, "stop", "X") in events
+
+
 def test_include_stop_str_in_output_keeps_the_stop_string(catalog: Catalog) -> None:
     engine = ScriptedEngine(["one", " two", " thr", "ee", " four"], template=CHATML)
     events = asyncio.run(collect(make_service(engine, catalog), request(stop=("three",), include_stop_str_in_output=True)))
