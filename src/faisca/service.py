@@ -22,7 +22,7 @@ from faisca.chat.toolcalls.base import (
 )
 from faisca.engine.base import Constraint, EnginePrompt, PromptAccepted
 from faisca.errors import ContextLengthExceeded, InvalidRequest, UnsupportedCapability
-from faisca.images import ImageLoader
+from faisca.images import DecodedImage, ImageLoader
 from faisca.metrics import Metrics
 from faisca.registry import ModelRegistry, ServedModel
 from faisca.scheduler.admission import Admission, AdmissionLimits, AdmittedStream
@@ -115,10 +115,23 @@ class ChatService:
         max_context_tokens = min(request.max_context_tokens or served.engine.max_context_tokens,
                                  served.engine.max_context_tokens)
         images = await self._images.load_all(sources) if sources else ()
+        plan, prompt = await self._prompt(card, served, request, images, max_context_tokens)
+        if request.fit_context:  # the answer stops where the context ends
+            room = max_new_tokens_for(prompt.num_tokens, None, max_context_tokens)
+            max_new_tokens = min(room, request.sampling.max_tokens or room)
+        else:
+            max_new_tokens = max_new_tokens_for(prompt.num_tokens, request.sampling.max_tokens, max_context_tokens)
+        first_constraint = served.engine.compile_constraint(plan.grammar) if plan.grammar is not None else None
+        ticket = self._admission(card).enter()
+        return AdmittedStream(self._generate(served, request, plan, prompt, max_new_tokens, first_constraint), ticket)
+
+    async def _prompt(self, card: ModelCard, served: ServedModel, request: ChatRequest,
+                      images: tuple[DecodedImage, ...], max_context_tokens: int) -> tuple[OutputPlan, EnginePrompt]:
+        """The request rendered and encoded; with `fit_context`, from the longest end of the conversation that fits."""
         in_message = image_message_indices(request)
         for kept in conversation_cuts(request.messages) if request.fit_context else [range(len(request.messages))]:
             fitted = dataclasses.replace(request, messages=tuple(request.messages[index] for index in kept))
-            plan = plan_chat(card, served.template, fitted, image_marker=image_marker)
+            plan = plan_chat(card, served.template, fitted, image_marker=served.engine.image_marker)
             kept_images = tuple(image for image, index in zip(images, in_message, strict=True) if index in kept)
             if kept_images:
                 prompt = await asyncio.to_thread(served.engine.encode_prompt, plan.prompt, kept_images)
@@ -129,14 +142,7 @@ class ChatService:
         if len(fitted.messages) < len(request.messages):
             logger.info("left out the %d oldest of %d messages to fit a context of %d tokens",
                         len(request.messages) - len(fitted.messages), len(request.messages), max_context_tokens)
-        if request.fit_context:  # the answer stops where the context ends
-            room = max_new_tokens_for(prompt.num_tokens, None, max_context_tokens)
-            max_new_tokens = min(room, request.sampling.max_tokens or room)
-        else:
-            max_new_tokens = max_new_tokens_for(prompt.num_tokens, request.sampling.max_tokens, max_context_tokens)
-        first_constraint = served.engine.compile_constraint(plan.grammar) if plan.grammar is not None else None
-        ticket = self._admission(card).enter()
-        return AdmittedStream(self._generate(served, request, plan, prompt, max_new_tokens, first_constraint), ticket)
+        return plan, prompt
 
     async def _generate(
         self, served: ServedModel, request: ChatRequest, plan: OutputPlan, prompt: EnginePrompt,
