@@ -171,6 +171,29 @@ def request_schema(card: ModelCard) -> Schema:
     }
 
 
+# Chat-only fields, left out of the legacy completion schema (whose `logprobs` is a number of alternatives).
+_CHAT_ONLY_FIELDS = frozenset({"messages", "tools", "tool_choice", "parallel_tool_calls", "response_format", "logprobs",
+                               "top_logprobs", "max_completion_tokens"})
+
+
+def completion_request_schema(card: ModelCard) -> Schema:
+    """The card's legacy completion (`/v1/completions`) request schema: a text prompt and the shared sampling fields."""
+    shared = {name: field for name, field in _properties(card).items() if name not in _CHAT_ONLY_FIELDS}
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "required": ["prompt"],
+        "properties": {
+            **shared,
+            "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": "string"}}]},
+            "echo": {"type": ["boolean", "null"], "default": False},
+            "logprobs": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
+            "suffix": {"type": ["string", "null"]},
+            "best_of": {"type": ["integer", "null"], "minimum": 1},
+        },
+    }
+
+
 def _leaves(error: ValidationError) -> list[ValidationError]:
     """The innermost errors under a oneOf, from the branches whose discriminator matched.
 
@@ -236,11 +259,11 @@ def _describe(error: ValidationError) -> tuple[str | None, str]:
 
 
 class RequestValidator:
-    """Validates chat-completion request bodies against one card's schema; build one per card."""
+    """Validates request bodies against one card's schema (chat completions, or the `schema` given); one per card."""
 
-    def __init__(self, card: ModelCard) -> None:
+    def __init__(self, card: ModelCard, schema: Schema | None = None) -> None:
         self._card = card
-        self.schema = request_schema(card)
+        self.schema = request_schema(card) if schema is None else schema
         self._validator = Draft7Validator(self.schema)
 
     def validate(self, body: object) -> None:

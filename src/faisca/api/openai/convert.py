@@ -162,6 +162,21 @@ def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
     tools, tool_choice = _tools_from_wire(body, card)
     if unknown := sorted(set(body) - KNOWN_FIELDS):
         logger.info("ignoring request fields faisca does not use: %s", ", ".join(unknown))
+    return ChatRequest(
+        model_id=card.id,
+        messages=tuple(_message_from_wire(message) for message in body["messages"]),
+        sampling=sampling_from_wire(body, top_logprobs=_top_logprobs_from_wire(body)),
+        num_choices=_or_default(body, "n", 1),
+        tools=tools,
+        tool_choice=tool_choice if tools else "none",
+        parallel_tool_calls=_or_default(body, "parallel_tool_calls", True),
+        response_format=_response_format_from_wire(body),
+    )
+
+
+def sampling_from_wire(body: Mapping[str, Any], *, top_logprobs: int | None,
+                       default_max_tokens: int | None = None) -> SamplingParams:
+    """The sampling fields both completion APIs share (OpenAI's, and vLLM's extras)."""
     top_k = _or_default(body, "top_k", 0)
     sampling = SamplingParams(
         temperature=_or_default(body, "temperature", 1.0),
@@ -173,10 +188,10 @@ def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
         repeat_penalty=_or_default(body, "repetition_penalty", 1.0),
         seed=body.get("seed"),
         # LangChain sends only max_completion_tokens; it wins when both are given, as in OpenAI's API.
-        max_tokens=_or_default(body, "max_completion_tokens", body.get("max_tokens")),
+        max_tokens=_or_default(body, "max_completion_tokens", _or_default(body, "max_tokens", default_max_tokens)),
         stop=_stop_from_wire(body.get("stop")),
         logit_bias=tuple((int(token), float(bias)) for token, bias in (body.get("logit_bias") or {}).items()),
-        top_logprobs=_top_logprobs_from_wire(body),
+        top_logprobs=top_logprobs,
         include_stop_str_in_output=_or_default(body, "include_stop_str_in_output", False),
         stop_token_ids=tuple(_or_default(body, "stop_token_ids", ())),
         ignore_eos=_or_default(body, "ignore_eos", False),
@@ -185,16 +200,7 @@ def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
     if sampling.max_tokens is not None and sampling.min_tokens > sampling.max_tokens:
         raise InvalidRequest(f"min_tokens ({sampling.min_tokens}) is more than max_tokens ({sampling.max_tokens}).",
                              param="min_tokens")
-    return ChatRequest(
-        model_id=card.id,
-        messages=tuple(_message_from_wire(message) for message in body["messages"]),
-        sampling=sampling,
-        num_choices=_or_default(body, "n", 1),
-        tools=tools,
-        tool_choice=tool_choice if tools else "none",
-        parallel_tool_calls=_or_default(body, "parallel_tool_calls", True),
-        response_format=_response_format_from_wire(body),
-    )
+    return sampling
 
 
 def to_usage_info(usage: Usage) -> UsageInfo:

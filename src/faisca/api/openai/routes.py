@@ -1,21 +1,21 @@
-"""`/v1` routes: models, per-model schemas, chat completions."""
+"""`/v1` routes: models, per-model schemas, chat completions, (legacy) completions."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from faisca.api.errors import openai_error_body
-from faisca.api.openai import convert
+from faisca.api.openai import completions, convert
 from faisca.api.openai.protocol import ModelList, ModelObject
 from faisca.api.streaming import dumps, sse_frames, unless_disconnected
 from faisca.api.body import read_json_object
 from faisca.catalog import ModelCard
-from faisca.catalog.schema import RequestValidator
+from faisca.catalog.schema import RequestValidator, completion_request_schema
 from faisca.config import Settings
 from faisca.errors import InvalidRequest, Unauthorized
 from faisca.service import ChatService, fold_chat
@@ -39,9 +39,19 @@ def _requested_card(service: ChatService, body: Mapping[str, object]) -> ModelCa
     return service.catalog.resolve(model)
 
 
+def _event_stream(payloads: AsyncIterator[str]) -> StreamingResponse:
+    """Server-sent events, `data: [DONE]` last; an error after the first byte is one in-band error event."""
+    return StreamingResponse(
+        sse_frames(payloads, error_payload=lambda exc: dumps(openai_error_body(exc))),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 def build_router(service: ChatService, settings: Settings, *, started_at: int) -> APIRouter:
     router = APIRouter(prefix="/v1", dependencies=[Depends(_api_key_check(settings.api_key))])
     validators = {card.id: RequestValidator(card) for card in service.catalog}
+    completion_validators = {card.id: RequestValidator(card, completion_request_schema(card)) for card in service.catalog}
 
     def model_object(card: ModelCard) -> ModelObject:
         return ModelObject(id=card.id, created=started_at, root=card.hf_id,
@@ -82,13 +92,31 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
             )
             # with include_usage every chunk carries `usage` (null but on the last), as OpenAI sends it
             payloads = (chunk.model_dump_json(exclude=None if include_usage else {"usage"}) async for chunk in chunks)
-            return StreamingResponse(
-                sse_frames(payloads, error_payload=lambda exc: dumps(openai_error_body(exc))),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
+            return _event_stream(payloads)
         result = await unless_disconnected(request, fold_chat(events))
         completion = convert.to_chat_completion(result, completion_id=completion_id, created=created, model=card.id)
+        return JSONResponse(completion.model_dump(mode="json"))
+
+    @router.post("/completions", response_model=None)
+    async def text_completions(request: Request) -> JSONResponse | StreamingResponse:
+        body = await read_json_object(request, max_bytes=settings.max_body_bytes)
+        card = _requested_card(service, body)
+        completion_validators[card.id].validate(body)
+        completion_request = completions.to_completion_request(body, card)
+        echo = completion_request.raw_prompt if body.get("echo") else ""
+        events = await service.start_chat(completion_request)
+        completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))  # type: ignore[union-attr]
+            chunks = completions.to_completion_chunks(
+                events, completion_id=completion_id, created=created, model=card.id, echo=echo or "",
+                num_choices=completion_request.num_choices, include_usage=include_usage,
+            )
+            payloads = (chunk.model_dump_json(exclude=None if include_usage else {"usage"}) async for chunk in chunks)
+            return _event_stream(payloads)
+        result = await unless_disconnected(request, fold_chat(events))
+        completion = completions.to_completion(result, completion_id=completion_id, created=created, model=card.id,
+                                               echo=echo or "")
         return JSONResponse(completion.model_dump(mode="json"))
 
     return router
