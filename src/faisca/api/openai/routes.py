@@ -103,20 +103,20 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
         card = _requested_card(service, body)
         completion_validators[card.id].validate(body)
         completion_request = completions.to_completion_request(body, card)
-        echo = completion_request.raw_prompt if body.get("echo") else ""
+        echo = (completion_request.raw_prompt or "") if body.get("echo") else ""
         events = await service.start_chat(completion_request)
         completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))  # type: ignore[union-attr]
             chunks = completions.to_completion_chunks(
-                events, completion_id=completion_id, created=created, model=card.id, echo=echo or "",
+                events, completion_id=completion_id, created=created, model=card.id, echo=echo,
                 num_choices=completion_request.num_choices, include_usage=include_usage,
             )
             payloads = (chunk.model_dump_json(exclude=None if include_usage else {"usage"}) async for chunk in chunks)
             return _event_stream(payloads)
         result = await unless_disconnected(request, fold_chat(events))
         completion = completions.to_completion(result, completion_id=completion_id, created=created, model=card.id,
-                                               echo=echo or "")
+                                               echo=echo)
         return JSONResponse(completion.model_dump(mode="json"))
 
     return router
