@@ -180,8 +180,8 @@ class ChatService:
         finish_reason: FinishReason = "length"
         stop_reason: str | int | None = None
         calls = _CallEvents(choice_index, plan.new_parser() if plan.new_parser else None)
-        last_token_at_s: float | None = None
         num_choice_tokens = 0
+        last_token_at_s = tally.started_at_s  # this choice's previous token (read once it has one)
         tokens = served.engine.generate(prompt, sampling, max_new_tokens, constraint)
         try:
             async for event in tokens:
@@ -191,19 +191,19 @@ class ChatService:
                 now_s = time.perf_counter()
                 if tally.num_completion_tokens == 0:  # the request's first token, whichever choice it is in
                     self.metrics.time_to_first_token_s.labels(model).observe(now_s - tally.started_at_s)
-                elif last_token_at_s is not None:
+                elif num_choice_tokens > 0:
                     self.metrics.time_per_output_token_s.labels(model).observe(now_s - last_token_at_s)
-                if last_token_at_s is None:
+                if num_choice_tokens == 0:
                     yield _FirstToken(choice_index)
                 last_token_at_s = now_s
+                num_choice_tokens += 1
                 tally.num_completion_tokens += 1
                 if event.logprobs is not None:
                     yield LogprobsDelta(choice_index, event.logprobs)
-                if num_choice_tokens < sampling.min_tokens:  # stop strings count from min_tokens on, as in vLLM
+                if num_choice_tokens <= sampling.min_tokens:  # stop strings count only after these, as in vLLM
                     text, stop_string = event.text, None
                 else:
                     text, stop_string = stops.feed(event.text)
-                num_choice_tokens += 1
                 if stop_string is not None and sampling.include_stop_str_in_output:
                     text += stop_string
                 if text:
