@@ -143,6 +143,11 @@ class TokenLogprob:
     token_bytes: bytes  # the token's text; a byte-fallback token may hold part of a UTF-8 character
     logprob: float
 
+    @property
+    def token_text(self) -> str:
+        """The token's text as a string (part of a character shows as U+FFFD)."""
+        return self.token_bytes.decode("utf-8", errors="replace")
+
 
 @dataclass(frozen=True)
 class SampledLogprobs:

@@ -266,7 +266,7 @@ async def to_lines(events: AsyncIterator[ChatEvent], *, model: str, chat: bool) 
 
 
 def _token_logprob(logprob: TokenLogprob) -> dict[str, Any]:
-    return {"token": logprob.token_bytes.decode("utf-8", errors="replace"), "logprob": logprob.logprob,
+    return {"token": logprob.token_text, "logprob": logprob.logprob,
             "bytes": list(logprob.token_bytes)}
 
 

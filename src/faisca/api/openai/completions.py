@@ -54,11 +54,11 @@ class _LegacyLogprobs:
     def lists(self, entries: Sequence[SampledLogprobs]) -> CompletionLogprobs:
         tokens, offsets = [], []
         for entry in entries:
-            token = entry.chosen.token_bytes.decode("utf-8", errors="replace")
+            token = entry.chosen.token_text
             tokens.append(token)
             offsets.append(self._offset)
             self._offset += len(token)
-        top = [{**{t.token_bytes.decode("utf-8", errors="replace"): t.logprob for t in entry.top},
+        top = [{**{t.token_text: t.logprob for t in entry.top},
                 token: entry.chosen.logprob} for token, entry in zip(tokens, entries, strict=True)]
         return CompletionLogprobs(tokens=tokens, token_logprobs=[entry.chosen.logprob for entry in entries],
                                   top_logprobs=top, text_offset=offsets)

@@ -214,7 +214,7 @@ def to_usage_info(usage: Usage) -> UsageInfo:
 
 
 def _to_top_logprob(logprob: TokenLogprob) -> TopLogprob:
-    return TopLogprob(token=logprob.token_bytes.decode("utf-8", errors="replace"), logprob=logprob.logprob,
+    return TopLogprob(token=logprob.token_text, logprob=logprob.logprob,
                       bytes=list(logprob.token_bytes))
 
 
