@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from faisca.catalog import Catalog, ModelCard
+from faisca.chat.literal import ControlTextEscaper
 from faisca.chat.template import ChatTemplate
 from faisca.engine.base import Engine
 from faisca.engine.weights import missing_weights_message
@@ -23,6 +24,7 @@ class ServedModel:
     card: ModelCard
     engine: Engine
     template: ChatTemplate
+    escaper: ControlTextEscaper  # keeps client text from becoming the engine's control tokens
 
 
 def chat_template_for(card: ModelCard, engine: Engine) -> ChatTemplate:
@@ -71,7 +73,8 @@ class ModelRegistry:
         for card in self._cards:
             try:
                 engine = await asyncio.to_thread(self._load_engine, card)
-                self._ready[card.id] = ServedModel(card, engine, chat_template_for(card, engine))
+                self._ready[card.id] = ServedModel(card, engine, chat_template_for(card, engine),
+                                                   ControlTextEscaper(engine.control_texts))
             except FaiscaError as exc:
                 logger.error("cannot serve %s: %s", card.id, exc.message)
                 self._failed[card.id] = exc

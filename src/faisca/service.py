@@ -11,10 +11,11 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from faisca.catalog import ModelCard
-from faisca.chat.fit import conversation_cuts
+from faisca.chat.fit import conversation_cuts, longest_fitting
 from faisca.chat.plan import OutputPlan, plan_chat
 from faisca.chat.stops import StopMatcher
 from faisca.chat.toolcalls.base import (
@@ -93,12 +94,16 @@ class ChatService:
         self._images = images or ImageLoader()
         self._limits = limits or AdmissionLimits()
         self._admissions: dict[str, Admission] = {}
+        # rendering, tokenizing and compiling grammars: off the event loop, two requests at a time (the cores are few,
+        # and a thread holding the GIL longer than that would slow the loop's turns)
+        self._preparing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare")
 
     def _admission(self, card: ModelCard) -> Admission:
         return self._admissions.setdefault(card.id, Admission(card.id, self._limits))
 
     async def aclose(self) -> None:
         await self._images.aclose()
+        self._preparing.shutdown(wait=False, cancel_futures=True)
 
     async def start_chat(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         card = self.catalog.resolve(request.model_id)
@@ -115,46 +120,54 @@ class ChatService:
         max_context_tokens = min(request.max_context_tokens or served.engine.max_context_tokens,
                                  served.engine.max_context_tokens)
         images = await self._images.load_all(sources) if sources else ()
-        plan, prompt = await self._prompt(card, served, request, images, max_context_tokens)
+        plan, prompt, constraints = await asyncio.get_running_loop().run_in_executor(
+            self._preparing, self._prepare, card, served, request, images, max_context_tokens)
         if request.fit_context:  # the answer stops where the context ends
             room = max_new_tokens_for(prompt.num_tokens, None, max_context_tokens)
             max_new_tokens = min(room, request.sampling.max_tokens or room)
         else:
             max_new_tokens = max_new_tokens_for(prompt.num_tokens, request.sampling.max_tokens, max_context_tokens)
-        first_constraint = served.engine.compile_constraint(plan.grammar) if plan.grammar is not None else None
         ticket = self._admission(card).enter()
-        return AdmittedStream(self._generate(served, request, plan, prompt, max_new_tokens, first_constraint), ticket)
+        return AdmittedStream(self._generate(served, request, plan, prompt, max_new_tokens, constraints), ticket)
 
-    async def _prompt(self, card: ModelCard, served: ServedModel, request: ChatRequest,
-                      images: tuple[DecodedImage, ...], max_context_tokens: int) -> tuple[OutputPlan, EnginePrompt]:
-        """The request rendered and encoded; with `fit_context`, from the longest end of the conversation that fits."""
+    def _prepare(self, card: ModelCard, served: ServedModel, request: ChatRequest, images: tuple[DecodedImage, ...],
+                 max_context_tokens: int) -> tuple[OutputPlan, EnginePrompt, list[Constraint | None]]:
+        """(A worker thread: this work grows with the request, and the event loop only moves bytes.) The request
+        rendered and encoded, and its grammar compiled once per choice; with `fit_context`, from the longest end of
+        the conversation that fits."""
         in_message = image_message_indices(request)
-        for kept in conversation_cuts(request.messages) if request.fit_context else [range(len(request.messages))]:
+        cuts = conversation_cuts(request.messages) if request.fit_context else [tuple(range(len(request.messages)))]
+        attempts: dict[int, tuple[OutputPlan, EnginePrompt]] = {}
+
+        def fits(cut: int) -> bool:
+            kept = cuts[cut]
             fitted = dataclasses.replace(request, messages=tuple(request.messages[index] for index in kept))
-            plan = plan_chat(card, served.template, fitted, image_marker=served.engine.image_marker)
-            kept_images = tuple(image for image, index in zip(images, in_message, strict=True) if index in kept)
-            if kept_images:
-                prompt = await asyncio.to_thread(served.engine.encode_prompt, plan.prompt, kept_images)
-            else:
-                prompt = served.engine.encode_prompt(plan.prompt)
-            if prompt.num_tokens < max_context_tokens:
-                break
-        if len(fitted.messages) < len(request.messages):
+            plan = plan_chat(card, served.template, fitted, image_marker=served.engine.image_marker,
+                             escaper=served.escaper)
+            kept_set = set(kept)
+            kept_images = tuple(image for image, index in zip(images, in_message, strict=True) if index in kept_set)
+            attempts[cut] = plan, served.engine.encode_prompt(plan.prompt, kept_images)
+            return attempts[cut][1].num_tokens < max_context_tokens
+
+        cut = longest_fitting(len(cuts), fits)
+        plan, prompt = attempts[cut]
+        prompt = dataclasses.replace(prompt, cache_salt=request.cache_salt)
+        if cut > 0:
             logger.info("left out the %d oldest of %d messages to fit a context of %d tokens",
-                        len(request.messages) - len(fitted.messages), len(request.messages), max_context_tokens)
-        return plan, prompt
+                        len(request.messages) - len(cuts[cut]), len(request.messages), max_context_tokens)
+        constraints = [served.engine.compile_constraint(plan.grammar) if plan.grammar is not None else None
+                       for _ in range(request.num_choices)]
+        return plan, prompt, constraints
 
     async def _generate(
         self, served: ServedModel, request: ChatRequest, plan: OutputPlan, prompt: EnginePrompt,
-        max_new_tokens: int, first_constraint: Constraint | None,
+        max_new_tokens: int, constraints: list[Constraint | None],
     ) -> AsyncIterator[ChatEvent]:
         model = served.card.id
         tally = _Tally(started_at_s=time.perf_counter())
 
         def choice(index: int) -> AsyncIterator[ChatEvent | _FirstToken]:
-            constraint = first_constraint if index == 0 else (
-                served.engine.compile_constraint(plan.grammar) if plan.grammar is not None else None)
-            return self._choice_events(served, request, plan, prompt, max_new_tokens, constraint, index, tally)
+            return self._choice_events(served, request, plan, prompt, max_new_tokens, constraints[index], index, tally)
 
         events = choice(0) if request.num_choices == 1 else _side_by_side(choice, request.num_choices)
         try:

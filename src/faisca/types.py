@@ -6,10 +6,16 @@ functions. A `ChatRequest` is a *validated* request: only code that checked a wi
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
+
+# In a rendered prompt, what stands between these marks came from a client and is tokenized as plain text, never as
+# control tokens (`chat/literal.py` puts them, the engine reads them). Random per process: no client can type them.
+LITERAL_OPEN = f"\ue000{secrets.token_hex(6)}\ue001"
+LITERAL_CLOSE = f"\ue001{secrets.token_hex(6)}\ue000"
 FinishReason: TypeAlias = Literal["stop", "length", "tool_calls"]
 
 
@@ -120,6 +126,9 @@ class ChatRequest:
     # Ollama's way with a context too small: the oldest turns are left out until the prompt fits, and the answer
     # stops where the context ends ("length"). Without it such a request is refused (context_length_exceeded).
     fit_context: bool = False
+    # vLLM's `cache_salt`: the prompt's cached prefix is shared only with requests of the same salt (None: with those
+    # without one), so that one tenant cannot learn another's prompts from how fast its own are answered.
+    cache_salt: str | None = None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -104,6 +105,22 @@ def test_a_shared_prefix_is_reused_and_reported_as_cached(client: openai.OpenAI)
     details = second.usage.prompt_tokens_details
     assert details is not None and details.cached_tokens is not None
     assert first.usage.prompt_tokens * 0.7 < details.cached_tokens < second.usage.prompt_tokens
+
+
+def test_a_cache_salt_keeps_a_prefix_to_the_requests_of_that_salt(client: openai.OpenAI) -> None:
+    system = {"role": "system", "content": "You are the assistant of a lighthouse museum. " * 12}
+    messages = [system, {"role": "user", "content": "Opening hours?"}]
+    salt_a, salt_b = f"tenant-a-{uuid.uuid4().hex}", f"tenant-b-{uuid.uuid4().hex}"
+
+    def cached_tokens(salt: str) -> int:
+        answer = client.chat.completions.create(model=SMOLLM2, messages=messages, max_tokens=1,  # type: ignore[arg-type]
+                                                extra_body={"cache_salt": salt})
+        assert answer.usage is not None and answer.usage.prompt_tokens_details is not None
+        return answer.usage.prompt_tokens_details.cached_tokens or 0
+
+    assert cached_tokens(salt_a) == 0  # nothing of this salt is cached, though other tests' prompts are
+    assert cached_tokens(salt_a) > 50
+    assert cached_tokens(salt_b) == 0
 
 
 @pytest.mark.parametrize(("stream", "num_choices"), [(True, 1), (False, 1), (True, 3)])

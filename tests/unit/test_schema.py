@@ -68,6 +68,7 @@ def with_additions(seed: dict[str, Any], *, tools: bool) -> dict[str, Any]:
         "min_tokens": {"type": "integer", "minimum": 0, "default": 0},
         "stop_token_ids": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "include_stop_str_in_output": {"type": "boolean", "default": False},
+        "cache_salt": {"type": "string", "minLength": 1, "maxLength": 1024},
     }
     if tools:
         properties["parallel_tool_calls"] = {"type": "boolean"}

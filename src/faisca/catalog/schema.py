@@ -52,6 +52,8 @@ def _properties(card: ModelCard) -> Schema:
         "min_tokens": {"type": "integer", "minimum": 0, "default": 0},
         "stop_token_ids": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "include_stop_str_in_output": {"type": "boolean", "default": False},
+        # vLLM's: prompts share cached prefixes only with requests of the same salt (a tenant's own)
+        "cache_salt": {"type": "string", "minLength": 1, "maxLength": 1024},
         "logit_bias": {
             "type": "object",
             "propertyNames": {"pattern": "^[0-9]{1,9}$"},

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from faisca.catalog import ModelCard
+from faisca.chat.literal import ControlTextEscaper
 from faisca.chat.template import ChatTemplate
 from faisca.chat.toolcalls.base import ToolCallParser
 from faisca.chat.toolcalls.grammars import mistral_calls_grammar, react_grammar
@@ -52,26 +53,29 @@ def with_image_markers(messages: Sequence[Message], marker: str) -> tuple[Messag
 
 
 def plan_chat(card: ModelCard, template: ChatTemplate, request: ChatRequest, *,
-              image_marker: str | None = None) -> OutputPlan:
+              image_marker: str | None = None, escaper: ControlTextEscaper | None = None) -> OutputPlan:
+    """The prompt and what the output may be. With `escaper`, the client's text in the prompt never becomes the
+    model's control tokens (grammars are built from the request as sent)."""
     if request.raw_prompt is not None:
         num_images = sum(len(message.image_parts) for message in request.messages)
         return _with_response_format((image_marker or "") * num_images + request.raw_prompt, request)
-    if image_marker is not None:
-        request = dataclasses.replace(request, messages=with_image_markers(request.messages, image_marker))
     if (request.tools or _has_tool_turns(request)) and not card.accepts_tools:
         raise UnsupportedCapability(f"tools: the model `{card.id}` cannot call tools.", param="tools")
+    shown = escaper.escape_request(request) if escaper is not None else request  # what the prompt shows
+    if image_marker is not None:
+        shown = dataclasses.replace(shown, messages=with_image_markers(shown.messages, image_marker))
     match card.tool_format:
         case "react" if request.tools or _has_tool_turns(request):
-            prompt = template.render(react_messages(request.messages, request.tools))
+            prompt = template.render(react_messages(shown.messages, shown.tools))
             return OutputPlan(prompt, react_grammar(request.tools, request.tool_choice), ReactParser)
         case "mistral" if request.tools or _has_tool_turns(request):
             active = request.tool_choice != "none"
-            prompt = mistral_prompt(request.messages, request.tools if active else (),
+            prompt = mistral_prompt(shown.messages, shown.tools if active else (),
                                     bos_token=template.bos_token, eos_token=template.eos_token)
             required = request.tool_choice not in ("auto", "none")
             grammar = mistral_calls_grammar(request.tools, request.tool_choice, parallel=request.parallel_tool_calls)
             return OutputPlan(prompt, grammar if required else None, MistralParser if active else None)
-    return _with_response_format(template.render(request.messages), request)
+    return _with_response_format(template.render(shown.messages), request)
 
 
 def _with_response_format(prompt: str, request: ChatRequest) -> OutputPlan:

@@ -32,6 +32,8 @@ class EnginePrompt:
 
     tokens: tuple[int, ...]
     images: tuple[PromptImage, ...] = ()
+    # prefixes are reused only between prompts of the same salt (vLLM's `cache_salt`)
+    cache_salt: str | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -108,9 +110,15 @@ class Engine(Protocol):
         """The text that stands for an image in a rendered prompt; None when the model reads no images."""
         ...
 
+    @property
+    def control_texts(self) -> frozenset[str]:
+        """The texts of the tokens that a prompt's text becomes only when special tokens are parsed (`<start_of_turn>`):
+        a client's text holding one is marked literal (`faisca.types.LITERAL_OPEN`) before it is rendered."""
+        ...
+
     def encode_prompt(self, prompt: str, images: Sequence[DecodedImage] = ()) -> EnginePrompt:
         """A rendered prompt, its `image_marker`s standing for `images` in order, as the engine takes it: special
-        tokens in the text parsed, BOS added only if the model wants one and the text lacks it (blocking with images:
+        tokens in the text parsed (but between LITERAL_OPEN and LITERAL_CLOSE), BOS added only if the model wants one and the text lacks it (blocking with images:
         they are resized and normalised here). InvalidRequest if the markers and images do not match."""
         ...
 

@@ -28,6 +28,7 @@ import itertools
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -43,15 +44,17 @@ from faisca.engine.constraint import ConstraintCompiler, TokenConstraint
 from faisca.engine.logprobs import token_logprobs
 from faisca.engine.native_log import NativeLog
 from faisca.engine.sampling import TokenSampler
+from faisca.engine.tokenizer import PromptTokenizer
 from faisca.engine.vision import VisionEncoder
 from faisca.errors import EngineError, InvalidRequest
 from faisca.images import DecodedImage
 from faisca.scheduler import SchedulerConfig, SequenceView, choose_preemption_victim, schedule
-from faisca.types import SampledLogprobs, SamplingParams, TokenLogprob
+from faisca.types import LITERAL_CLOSE, LITERAL_OPEN, SampledLogprobs, SamplingParams, TokenLogprob
 
 logger = logging.getLogger("faisca.engine")
 
 _END_OF_STREAM = object()
+_LITERAL = re.compile(f"{re.escape(LITERAL_OPEN)}(.*?){re.escape(LITERAL_CLOSE)}", re.DOTALL)
 
 
 def available_cores() -> int:
@@ -111,6 +114,7 @@ class _Sequence:
     emit: Callable[[object], None]
     constraint: TokenConstraint | None = None
     images: tuple[PromptImage, ...] = ()
+    cache_salt: str | None = None  # prefixes are shared only with sequences of the same salt
     slot: int = -1
     num_computed: int = 0  # tokens whose KV is in the cache
     was_started: bool = False
@@ -164,7 +168,8 @@ class _KvSlots:
     """Which KV sequence slot is free, and which tokens each free slot still holds (for prefix reuse)."""
 
     num_slots: int
-    cached: dict[int, list[int]] = field(default_factory=dict)  # free slot -> tokens its KV holds
+    # free slot -> (cache salt, tokens its KV holds)
+    cached: dict[int, tuple[str | None, list[int]]] = field(default_factory=dict)
     free_order: deque[int] = field(default_factory=deque)  # least recently freed first
 
     def __post_init__(self) -> None:
@@ -197,6 +202,7 @@ class LlamaCppEngine:
         self._metadata: dict[str, str] = model.metadata()  # type: ignore[attr-defined]
         self._chat_template = self._metadata.get("tokenizer.chat_template")
         end_tokens = [eos] + [t for t in range(self._num_vocab) if t != eos and llama_cpp.llama_vocab_is_eog(self._vocab, t)]
+        self._tokenizer = PromptTokenizer(self._vocab, num_vocab=self._num_vocab)
         self._end_tokens = tuple(end_tokens)
         self._constraints = ConstraintCompiler(self._vocab, num_vocab=self._num_vocab, end_tokens=end_tokens)
         self._request_ids = itertools.count()
@@ -296,18 +302,30 @@ class LlamaCppEngine:
         """The model wants a BOS token first and the rendered prompt did not bring one."""
         return self._add_bos and (not tokens or tokens[0] != self._bos)
 
+    @property
+    def control_texts(self) -> frozenset[str]:
+        return self._tokenizer.control_texts
+
     def encode_prompt(self, prompt: str, images: Sequence[DecodedImage] = ()) -> EnginePrompt:
         if not images:
-            text = self._model.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)  # type: ignore[attr-defined]
-            pieces = EnginePrompt(tuple(text))
+            pieces = EnginePrompt(tuple(self._tokenize(prompt)))
         elif self._vision is None:
             raise InvalidRequest("this model reads no images (it has no projector)", param="messages")
-        else:
-            pieces = self._vision.prompt_pieces(prompt, images)
+        else:  # libmtmd tokenizes the text in one go: a literal control text is broken up by a word joiner instead
+            pieces = self._vision.prompt_pieces(_LITERAL.sub(lambda m: m[1][:1] + "\u2060" + m[1][1:], prompt), images)
         if self._lacks_bos(pieces.tokens):
             shifted = tuple(dataclasses.replace(image, start=image.start + 1) for image in pieces.images)
             return EnginePrompt((self._bos, *pieces.tokens), shifted)
         return pieces
+
+    def _tokenize(self, prompt: str) -> list[int]:
+        """Special tokens parsed, except in the text between LITERAL_OPEN and LITERAL_CLOSE (a client's)."""
+        if LITERAL_OPEN not in prompt:
+            return self._tokenizer.tokenize(prompt, parse_special=True)
+        tokens: list[int] = []
+        for index, piece in enumerate(_LITERAL.split(prompt)):  # markup, literal, markup, literal, …
+            tokens += self._tokenizer.tokenize(piece, parse_special=index % 2 == 0)
+        return tokens
 
     def compile_constraint(self, grammar: str, *, param: str | None = None) -> TokenConstraint:
         return self._constraints.compile(grammar, param=param)
@@ -324,6 +342,7 @@ class LlamaCppEngine:
             num_prompt_tokens=prompt.num_tokens,
             max_new_tokens=max_new_tokens,
             images=prompt.images,
+            cache_salt=prompt.cache_salt,
             # a grammar decides where a constrained answer ends: its end tokens are never banned
             sampler=TokenSampler(sampling, prompt_tokens=prompt.tokens, end_tokens=() if constraint else self._end_tokens),
             detokenizer=IncrementalDetokenizer(lambda token: self._model.detokenize([token], special=False)),  # type: ignore[attr-defined]
@@ -446,12 +465,21 @@ class LlamaCppEngine:
         for sequence, row, num_fed in to_sample:
             sequence.num_computed += num_fed
             if sequence.num_computed == len(sequence.tokens):
-                raw_logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx, row), shape=(self._num_vocab,))
-                logits = raw_logits if sequence.constraint is None else sequence.constraint.masked(raw_logits)
-                token = sequence.sampler.sample(logits)
-                num_top = sequence.sampler.params.top_logprobs
-                self._accept(sequence, token, None if num_top is None else self._logprobs(raw_logits, token, num_top))
+                self._sample(sequence, row)
         return True
+
+    def _sample(self, sequence: _Sequence, row: int) -> None:
+        """Pick and hand out the sequence's next token from batch row `row`. What fails here (its sampler, its
+        grammar) is the sequence's own failure: it ends alone, the others in the batch go on."""
+        try:
+            raw_logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx, row), shape=(self._num_vocab,))
+            logits = raw_logits if sequence.constraint is None else sequence.constraint.masked(raw_logits)
+            token = sequence.sampler.sample(logits)
+            num_top = sequence.sampler.params.top_logprobs
+            self._accept(sequence, token, None if num_top is None else self._logprobs(raw_logits, token, num_top))
+        except Exception as exc:
+            logger.exception("request %d failed while sampling", sequence.request_id)
+            self._finish(sequence, error=exc)
 
     def _feed_image(self, sequence: _Sequence, image: PromptImage) -> Literal["fed", "waiting", "failed", "no room"]:
         """Store the image a prefilling sequence has reached: "fed"; "waiting" while the encoder thread works on it;
@@ -469,16 +497,18 @@ class LlamaCppEngine:
         if status == 1:
             self._make_room()
             return "no room"
-        if status != 0:
-            raise EngineError(f"feeding an image failed with status {status}")
+        if status != 0:  # the image's own decode failed: its sequence ends, the others go on
+            self._finish(sequence, error=EngineError(f"feeding an image failed with status {status}"))
+            return "failed"
         sequence.num_computed += image.num_tokens
         return "fed"
 
     def _start(self, sequence: _Sequence) -> None:
         """Give the sequence a KV slot, starting from the longest prefix any slot already holds."""
         memory, lib, slots = self._memory, self._lib, self._slots
-        holders = [(slot, tokens) for slot, tokens in slots.cached.items()]
-        holders += [(s.slot, s.tokens[: s.num_computed]) for s in self._running.values()]
+        salt = sequence.cache_salt
+        holders = [(slot, tokens) for slot, (held_salt, tokens) in slots.cached.items() if held_salt == salt]
+        holders += [(s.slot, s.tokens[: s.num_computed]) for s in self._running.values() if s.cache_salt == salt]
         best_slot, best_len = -1, 0
         for slot, tokens in holders:
             if (length := _common_prefix_len(tokens, sequence.tokens)) > best_len:
@@ -528,7 +558,7 @@ class LlamaCppEngine:
     def _finish(self, sequence: _Sequence, *, error: BaseException | None = None) -> None:
         """Hand the slot back (its KV stays, as a prefix cache) and end the request's stream."""
         if self._running.pop(sequence.request_id, None) is not None:
-            self._slots.cached[sequence.slot] = sequence.tokens[: sequence.num_computed]
+            self._slots.cached[sequence.slot] = (sequence.cache_salt, sequence.tokens[: sequence.num_computed])
             self._slots.free_order.append(sequence.slot)
             self._max_running_under_pressure = None
         elif sequence in self._waiting:

@@ -42,7 +42,7 @@ def to_completion_request(body: Mapping[str, Any], card: ModelCard) -> ChatReque
         raise UnsupportedCapability("echo: with `logprobs` it needs the prompt's log probabilities, which are not "
                                     "implemented; ask without `echo`.", param="echo")
     sampling = sampling_from_wire(body, top_logprobs=body.get("logprobs"), default_max_tokens=DEFAULT_MAX_TOKENS)
-    return ChatRequest(card.id, (), sampling, num_choices, raw_prompt=prompt_text(body))
+    return ChatRequest(card.id, (), sampling, num_choices, raw_prompt=prompt_text(body), cache_salt=body.get("cache_salt"))
 
 
 class _LegacyLogprobs:

@@ -59,7 +59,7 @@ KNOWN_FIELDS = frozenset(
         "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty",
         "stop", "seed", "user", "logit_bias", "tools", "tool_choice", "parallel_tool_calls", "response_format",
         "logprobs", "top_logprobs", "prompt_logprobs", "ignore_eos", "min_tokens", "stop_token_ids",
-        "include_stop_str_in_output",
+        "include_stop_str_in_output", "cache_salt",
     }
 )
 
@@ -171,6 +171,7 @@ def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
         tool_choice=tool_choice if tools else "none",
         parallel_tool_calls=_or_default(body, "parallel_tool_calls", True),
         response_format=_response_format_from_wire(body),
+        cache_salt=body.get("cache_salt"),
     )
 
 
