@@ -2,7 +2,8 @@
 flat, and a request carrying more images than `--max-images-per-request` is refused before any is fetched.
 
 The server is the embedded Gemma 3 270M with a tiny random projector (as in test_vision.py), told to trust an image
-host on 127.0.0.2 (`--allow-image-network`); the host is a stdlib HTTP server in this process.
+host on 127.0.0.2 (`--allow-image-network`); the host is a stdlib HTTP server in this process. The server admits one
+request at a time, so a refused request that kept its admission would turn the next one away (503).
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     projector = write_tiny_gemma3_projector(directory / "mmproj-tiny-gemma3.gguf")
     gguf = resolve_gguf(Catalog.from_dirs().resolve("gemma3:270m"))
     with serving(directory, "--gguf", str(gguf), "--mmproj", str(projector), "--name", MODEL, "--ctx-size", "2048",
-                 "--allow-image-network", f"{IMAGE_HOST}/32", "--max-images-per-request", str(MAX_IMAGES)) as running:
+                 "--allow-image-network", f"{IMAGE_HOST}/32", "--max-images-per-request", str(MAX_IMAGES),
+                 "--max-num-seqs", "1", "--max-queue", "0") as running:  # admits one request at a time
         yield running
 
 
@@ -142,7 +144,9 @@ def test_compressed_bombs_are_refused_and_peak_memory_stays_flat(limited_server:
         assert re.search(why, error["message"]), error["message"]
     growth = peak_rss_bytes(pid) - peak_before
     assert growth < MAX_PEAK_GROWTH_BYTES, f"peak RSS grew by {growth / 2**20:.0f} MiB"
-    assert httpx.get(f"{limited_server.base_url}/health").status_code == 200
+    # Refused after admission (images load only then), each gave its admission back: this server admits one.
+    after = ask(limited_server, f"{image_host}/red.png")
+    assert after.status_code == 200, after.text
 
 
 def test_more_images_than_the_limit_are_refused_before_any_is_fetched(limited_server: RunningServer,
