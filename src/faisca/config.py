@@ -25,6 +25,7 @@ class Settings:
     max_image_bytes: int = 20 * 1024 * 1024  # one image, encoded (sent or fetched)
     max_image_pixels: int = 8192 * 8192  # one image, decoded; checked from its header before decoding
     image_fetch_timeout_s: float = 15.0  # one image URL, redirects included
+    max_images_per_request: int = 8  # more are refused (400) before any is fetched
     # networks image URLs may reach besides public addresses (a LAN image host); none by default
     image_allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
     weights_paths: tuple[tuple[str, Path], ...] = ()  # (model id, GGUF path) from --weights

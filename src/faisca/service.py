@@ -119,15 +119,20 @@ class ChatService:
         check_token_ids(request.sampling, served.engine.vocab_size)
         max_context_tokens = min(request.max_context_tokens or served.engine.max_context_tokens,
                                  served.engine.max_context_tokens)
-        images = await self._images.load_all(sources) if sources else ()
-        plan, prompt, constraints = await asyncio.get_running_loop().run_in_executor(
-            self._preparing, self._prepare, card, served, request, images, max_context_tokens)
-        if request.fit_context:  # the answer stops where the context ends
-            room = max_new_tokens_for(prompt.num_tokens, None, max_context_tokens)
-            max_new_tokens = min(room, request.sampling.max_tokens or room)
-        else:
-            max_new_tokens = max_new_tokens_for(prompt.num_tokens, request.sampling.max_tokens, max_context_tokens)
-        ticket = self._admission(card).enter()
+        self._images.check_count(sources)
+        ticket = self._admission(card).enter()  # before the images: only an admitted request fetches and decodes
+        try:
+            images = await self._images.load_all(sources) if sources else ()
+            plan, prompt, constraints = await asyncio.get_running_loop().run_in_executor(
+                self._preparing, self._prepare, card, served, request, images, max_context_tokens)
+            if request.fit_context:  # the answer stops where the context ends
+                room = max_new_tokens_for(prompt.num_tokens, None, max_context_tokens)
+                max_new_tokens = min(room, request.sampling.max_tokens or room)
+            else:
+                max_new_tokens = max_new_tokens_for(prompt.num_tokens, request.sampling.max_tokens, max_context_tokens)
+        except BaseException:  # refused or cancelled before its stream exists
+            ticket.release()
+            raise
         return AdmittedStream(self._generate(served, request, plan, prompt, max_new_tokens, constraints), ticket)
 
     def _prepare(self, card: ModelCard, served: ServedModel, request: ChatRequest, images: tuple[DecodedImage, ...],

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import http.server
 import ipaddress
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +18,7 @@ from PIL import Image
 
 from faisca.errors import InvalidRequest
 from faisca.images import AddressPolicy, ImageError, ImageLimits, ImageLoader, SafeFetcher, decode_image
+from faisca.images.coding import BoundedDecoder, content_coding
 from faisca.images.fetch import FetchLimits
 from faisca.images.loader import data_uri_bytes
 from tests.pictures import encoded, png_claiming
@@ -114,16 +117,19 @@ def test_allowed_networks_open_a_hole_and_only_that() -> None:
 # --- fetching, from a real server on loopback (let through by the test's policy)
 
 PNG = encoded(Image.new("RGB", (10, 10), (0, 128, 255)), "PNG")
+ZEROS_GZIPPED = gzip.compress(bytes(10 * 1024 * 1024))  # ~10 KB that expand to 10 MiB
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     hosts_seen: list[str] = []
+    accept_encodings_seen: list[str] = []
 
     def log_message(self, *args: object) -> None:
         pass
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         _Handler.hosts_seen.append(self.headers.get("Host", ""))
+        _Handler.accept_encodings_seen.append(self.headers.get("Accept-Encoding", ""))
         port = self.server.server_address[1]
         routes = {
             "/image.png": (200, {"Content-Type": "text/html"}, PNG),  # the header lies; the bytes decide
@@ -132,6 +138,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "/loop": (302, {"Location": "/loop"}, b""),
             "/missing": (404, {}, b"no"),
             "/huge": (200, {}, b"\0" * 5000),
+            "/gzip": (200, {"Content-Encoding": "gzip"}, gzip.compress(PNG)),
+            "/deflate": (200, {"Content-Encoding": "deflate"}, zlib.compress(PNG)),
+            "/gzip-bomb": (200, {"Content-Encoding": "gzip"}, ZEROS_GZIPPED),
+            "/gzip-gzip": (200, {"Content-Encoding": "gzip, gzip"}, gzip.compress(ZEROS_GZIPPED)),
+            "/br": (200, {"Content-Encoding": "br"}, b"\x0b\x02\x80hello\x03"),
         }
         if self.path == "/slow":
             time.sleep(1.0)
@@ -174,6 +185,12 @@ def fetch(url: str, **limits: float) -> bytes:
 def test_an_allowed_url_is_fetched_and_redirects_followed(image_server: str) -> None:
     assert fetch(f"{image_server}/image.png") == PNG
     assert fetch(f"{image_server}/to-image") == PNG
+    assert _Handler.accept_encodings_seen[-1] == "identity"
+
+
+@pytest.mark.parametrize("path", ["/gzip", "/deflate"])
+def test_one_layer_of_gzip_or_deflate_is_undone(image_server: str, path: str) -> None:
+    assert fetch(f"{image_server}{path}") == PNG
 
 
 def test_the_request_names_the_real_host_though_it_goes_to_the_checked_address(image_server: str) -> None:
@@ -195,6 +212,9 @@ def test_a_redirect_to_a_refused_address_is_refused(image_server: str) -> None:
     ("/huge", {"max_bytes": 1000}, "larger than 1000 bytes"),
     ("/image.png", {"max_bytes": 20}, "larger than 20 bytes"),  # refused from its Content-Length
     ("/slow", {"timeout_s": 0.5}, "took longer than 0.5 s|timed out"),
+    ("/gzip-bomb", {"max_bytes": 100_000}, "larger than 100000 bytes"),  # decoded past the cap: stopped there
+    ("/gzip-gzip", {}, "stacked content codings \\(gzip, gzip\\)"),
+    ("/br", {}, "content coding `br`"),
 ])
 def test_fetch_failures_say_what_went_wrong(image_server: str, path: str, limits: dict[str, float], why: str) -> None:
     with pytest.raises(ImageError, match=why):
@@ -206,6 +226,64 @@ def test_the_default_policy_refuses_loopback_before_connecting(image_server: str
         await SafeFetcher().fetch(f"{image_server}/image.png")
     with pytest.raises(ImageError, match="loopback"):
         asyncio.run(run())
+
+
+# --- content codings, undone with a bound
+
+
+@pytest.mark.parametrize("values, coding", [
+    ([], ""), (["identity"], ""), (["gzip"], "gzip"), (["GZip "], "gzip"), (["x-gzip"], "x-gzip"),
+    (["deflate"], "deflate"), (["identity, gzip"], "gzip"),
+])
+def test_the_content_coding_is_read_from_the_header(values: list[str], coding: str) -> None:
+    assert content_coding(values) == coding
+
+
+@pytest.mark.parametrize("values, why", [
+    (["gzip, gzip"], "stacked"), (["gzip", "deflate"], "stacked"), (["br"], "`br`"), (["zstd"], "`zstd`"),
+    (["compress"], "`compress`"),
+])
+def test_stacked_or_unknown_codings_are_refused(values: list[str], why: str) -> None:
+    with pytest.raises(ImageError, match=why):
+        content_coding(values)
+
+
+def pieces_of(data: bytes, size: int) -> list[bytes]:
+    return [data[start:start + size] for start in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("coding, coded", [
+    ("", PNG), ("gzip", gzip.compress(PNG)), ("deflate", zlib.compress(PNG)),
+    ("deflate", zlib.compress(PNG, wbits=-zlib.MAX_WBITS)),  # raw deflate, as some servers send it
+    ("gzip", gzip.compress(PNG[:100]) + gzip.compress(PNG[100:])),  # two gzip members
+])
+@pytest.mark.parametrize("piece_size", [1, 7, 1 << 16])
+def test_any_split_of_the_coded_body_decodes_to_the_same_bytes(coding: str, coded: bytes, piece_size: int) -> None:
+    decoder = BoundedDecoder(coding, max_bytes=len(PNG))
+    assert b"".join(decoder.feed(piece) for piece in pieces_of(coded, piece_size)) + decoder.finish() == PNG
+
+
+@pytest.mark.parametrize("coding, compress", [("gzip", gzip.compress), ("deflate", zlib.compress)])
+def test_a_compressed_bomb_stops_at_the_limit_whole_or_in_pieces(coding: str, compress: object) -> None:
+    bomb = compress(bytes(10 * 1024 * 1024))  # type: ignore[operator]
+    for piece_size in (len(bomb), 512):
+        decoder = BoundedDecoder(coding, max_bytes=100_000)
+        with pytest.raises(ImageError, match="larger than 100000 bytes"):
+            for piece in pieces_of(bomb, piece_size):
+                assert len(decoder.feed(piece)) <= 100_000
+        assert decoder.num_decoded_bytes <= 100_001  # never more than one byte past the limit was made
+
+
+@pytest.mark.parametrize("coding, coded, why", [
+    ("gzip", gzip.compress(PNG)[:-10], "ends too soon"),
+    ("gzip", b"not gzip at all", "damaged"),
+    ("deflate", zlib.compress(PNG) + b"more", "goes on after its end"),
+])
+def test_damaged_coded_bodies_are_refused(coding: str, coded: bytes, why: str) -> None:
+    decoder = BoundedDecoder(coding, max_bytes=1 << 20)
+    with pytest.raises(ImageError, match=why):
+        decoder.feed(coded)
+        decoder.finish()
 
 
 # --- the loader: every failure an InvalidRequest naming the part
@@ -229,3 +307,36 @@ def test_the_loader_names_the_part_in_its_errors(source: str, why: str) -> None:
     with pytest.raises(InvalidRequest, match=f"^messages.0.content.1.image_url: .*({why})") as caught:
         asyncio.run(run())
     assert caught.value.param == "messages.0.content.1.image_url"
+
+
+def test_more_images_than_the_limit_are_refused_naming_the_first_one_over() -> None:
+    loader = ImageLoader(ImageLimits(max_per_request=2))
+    sources = [(f"http://10.0.0.{index}/x.png", f"images.{index}") for index in range(4)]
+    loader.check_count(sources[:2])
+    with pytest.raises(InvalidRequest, match="^images.2: a request may carry 2 images at most") as caught:
+        loader.check_count(sources)
+    assert caught.value.param == "images.2"
+
+    async def run() -> None:  # load_all checks first: nothing is fetched (these URLs would be refused otherwise)
+        try:
+            await loader.load_all(sources)
+        finally:
+            await loader.aclose()
+    with pytest.raises(InvalidRequest, match="at most"):
+        asyncio.run(run())
+
+
+def test_images_decode_on_the_loaders_own_threads() -> None:
+    seen_threads: list[str] = []
+
+    async def run() -> None:
+        loader = ImageLoader(ImageLimits(max_decodes_in_flight=1))
+        try:
+            uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
+            images = await loader.load_all([(uri, "images.0"), (uri, "images.1")])
+            assert [image.width for image in images] == [10, 10]
+            seen_threads.extend(thread.name for thread in threading.enumerate())
+        finally:
+            await loader.aclose()
+    asyncio.run(run())
+    assert sum(name.startswith("image-decode") for name in seen_threads) == 1

@@ -52,7 +52,8 @@ def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
     metrics = Metrics(queue_lengths)
     limits = AdmissionLimits(max_running=settings.max_num_seqs, max_waiting=settings.max_queue)
     image_limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
-                               fetch_timeout_s=settings.image_fetch_timeout_s)
+                               fetch_timeout_s=settings.image_fetch_timeout_s,
+                               max_per_request=settings.max_images_per_request)
     image_fetcher = SafeFetcher(image_limits.fetch, policy=AddressPolicy(settings.image_allowed_networks))
     images = ImageLoader(image_limits, fetcher=image_fetcher)
     service = ChatService(registry, limits=limits, metrics=metrics, images=images)

@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: %(default)s, 8192x8192)")
     serve.add_argument("--max-image-bytes", type=_count(1), default=20 * 1024 * 1024, metavar="BYTES",
                        help="largest image sent or fetched, encoded (default: %(default)s)")
+    serve.add_argument("--max-images-per-request", type=_count(1), default=8, metavar="N",
+                       help="images one request may carry; more are refused with a 400 before any is fetched "
+                            "(default: %(default)s)")
     serve.add_argument("--allow-image-network", type=_network, action="append", default=[], metavar="CIDR",
                        help="let image URLs reach this network too, e.g. 192.168.1.0/24 for an image host on your LAN "
                             "(repeatable; default: public addresses only: loopback, private, link-local and other "
@@ -199,6 +202,7 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
         max_num_seqs=args.max_num_seqs, max_queue=args.max_queue, max_batch_tokens=args.max_batch_tokens,
         api_key=args.api_key, max_image_pixels=args.max_image_pixels, max_image_bytes=args.max_image_bytes,
         image_allowed_networks=tuple(args.allow_image_network),
+        max_images_per_request=args.max_images_per_request,
         weights_paths=tuple(args.weights), cards_dirs=tuple(args.cards_dir),
     )
     for model_id in settings.model_ids:

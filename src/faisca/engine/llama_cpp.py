@@ -487,7 +487,7 @@ class LlamaCppEngine:
         planned again)."""
         assert self._vision is not None, "a prompt with images reached an engine without a projector"
         try:
-            embeddings = self._vision.embeddings(image, on_ready=self._wake)
+            embeddings = self._vision.embeddings(image, owner=sequence.request_id, on_ready=self._wake)
         except EngineError as exc:
             self._finish(sequence, error=exc)
             return "failed"
@@ -557,6 +557,8 @@ class LlamaCppEngine:
 
     def _finish(self, sequence: _Sequence, *, error: BaseException | None = None) -> None:
         """Hand the slot back (its KV stays, as a prefix cache) and end the request's stream."""
+        if self._vision is not None:  # its image encodings nobody else waits for: cancelled, or dropped when done
+            self._vision.release(sequence.request_id)
         if self._running.pop(sequence.request_id, None) is not None:
             self._slots.cached[sequence.slot] = (sequence.cache_salt, sequence.tokens[: sequence.num_computed])
             self._slots.free_order.append(sequence.slot)

@@ -8,6 +8,10 @@ priority, asked for by the engine when a sequence reaches the image: the engine'
 meanwhile, and an image whose KV cells are already cached is never encoded again. The last few images' embeddings
 are kept (a preempted sequence, or a conversation resending its picture, does not pay twice). `feed` decodes
 embeddings into a sequence's KV cells, on the engine thread.
+
+An encoding belongs to the sequences waiting for it (`EncodedImages`): when the last of them ends (finished, failed or
+aborted: `release`), the encoding is cancelled if it has not started; one under way (libmtmd cannot be interrupted)
+finishes, and its result joins the last few kept (a client retrying the same picture finds it), never more.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
@@ -61,6 +66,93 @@ def _yield_the_cores() -> None:
         pass
 
 
+@dataclass
+class _Encoding:
+    future: Future[np.ndarray]
+    waiters: set[int] = field(default_factory=set)  # the sequences (request ids) that want it
+
+
+class EncodedImages:
+    """(Thread-safe.) Image embeddings by digest: encodings in flight, each with the sequences waiting for it, and
+    the last `max_kept` results. What nobody waits for is not held past those: an encoding whose last waiter is
+    released is cancelled before it starts, or its result, once done, joins the kept ones (the oldest leaves)."""
+
+    def __init__(self, encode: Callable[[PromptImage], np.ndarray], executor: Executor, *, max_kept: int) -> None:
+        self._encode = encode
+        self._executor = executor
+        self._max_kept = max_kept
+        self._lock = threading.RLock()  # cancelling a future runs its done callback (which locks) at once
+        self._kept: OrderedDict[str, np.ndarray] = OrderedDict()  # digest -> embeddings, least recently used first
+        self._encoding: dict[str, _Encoding] = {}
+
+    @property
+    def num_encoding(self) -> int:
+        return len(self._encoding)
+
+    @property
+    def kept_digests(self) -> list[str]:
+        with self._lock:
+            return list(self._kept)
+
+    def get(self, image: PromptImage, *, owner: int, on_ready: Callable[[], None]) -> np.ndarray | None:
+        """The image's embeddings for sequence `owner`, or None while they are computed (asked for here the first
+        time; `on_ready` is called from the encoder thread when done). EngineError if encoding failed."""
+        digest = image.digest
+        with self._lock:
+            if (kept := self._kept.get(digest)) is not None:
+                self._kept.move_to_end(digest)
+                return kept
+            encoding = self._encoding.get(digest)
+            if encoding is not None:
+                encoding.waiters.add(owner)
+                if not encoding.future.done():
+                    return None
+                del self._encoding[digest]
+                embeddings = encoding.future.result()  # raises what the encoding raised
+                self._keep(digest, embeddings)
+                return embeddings
+            future = self._executor.submit(self._encode, image)
+            self._encoding[digest] = _Encoding(future, {owner})
+        future.add_done_callback(lambda done: self._on_done(digest, done, on_ready))
+        return None
+
+    def release(self, owner: int) -> None:
+        """Sequence `owner` waits for nothing any more (it ended): what only it waited for is cancelled or, when it
+        is under way, left to end into the kept results."""
+        with self._lock:
+            for digest, encoding in list(self._encoding.items()):
+                encoding.waiters.discard(owner)
+                if not encoding.waiters and (encoding.future.cancel() or encoding.future.done()):
+                    self._settle(digest, encoding)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+            self._encoding.clear()
+
+    def _on_done(self, digest: str, future: Future[np.ndarray], on_ready: Callable[[], None]) -> None:
+        """(Encoder thread.) An encoding nobody waits for any more settles here; the others, with their waiters."""
+        with self._lock:
+            encoding = self._encoding.get(digest)
+            if encoding is not None and encoding.future is future and not encoding.waiters:
+                self._settle(digest, encoding)
+        on_ready()
+
+    def _settle(self, digest: str, encoding: _Encoding) -> None:
+        if self._encoding.get(digest) is not encoding:  # settled already (by the callback a cancel ran)
+            return
+        del self._encoding[digest]
+        future = encoding.future
+        if not future.cancelled() and future.exception() is None:
+            self._keep(digest, future.result())
+
+    def _keep(self, digest: str, embeddings: np.ndarray) -> None:
+        self._kept[digest] = embeddings
+        self._kept.move_to_end(digest)
+        while len(self._kept) > self._max_kept:
+            self._kept.popitem(last=False)
+
+
 class VisionEncoder:
     def __init__(self, context: int, *, marker: str, max_batch_tokens: int, embedding_width: int) -> None:
         self._ctx = context
@@ -69,9 +161,7 @@ class VisionEncoder:
         self._embedding_width = embedding_width
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision-encoder",
                                            initializer=_yield_the_cores)
-        # engine thread only:
-        self._kept: OrderedDict[str, np.ndarray] = OrderedDict()  # digest -> embeddings, least recently used first
-        self._encoding: dict[str, Future[np.ndarray]] = {}
+        self._encoded = EncodedImages(self._encode, self._encoder, max_kept=_MAX_KEPT_EMBEDDINGS)
 
     @classmethod
     def load(cls, projector_path: Path, model: object, *, num_threads: int, max_batch_tokens: int) -> VisionEncoder:
@@ -157,25 +247,16 @@ class VisionEncoder:
             raise InvalidRequest("a prompt may not end with an image: put text after it", param="messages")
         return EnginePrompt(tuple(tokens), tuple(prompt_images))
 
-    def embeddings(self, image: PromptImage, *, on_ready: Callable[[], None]) -> np.ndarray | None:
-        """(Engine thread.) The image's embeddings, or None while the encoder thread computes them (asked for here
-        the first time; `on_ready` is called from that thread when they are). EngineError if encoding failed."""
-        if (kept := self._kept.get(image.digest)) is not None:
-            self._kept.move_to_end(image.digest)
-            return kept
-        future = self._encoding.get(image.digest)
-        if future is None:
-            self._encoding[image.digest] = future = self._encoder.submit(self._encode, image)
-            future.add_done_callback(lambda _: on_ready())
-            return None
-        if not future.done():
-            return None
-        del self._encoding[image.digest]
-        embeddings = future.result()
-        self._kept[image.digest] = embeddings
-        while len(self._kept) > _MAX_KEPT_EMBEDDINGS:
-            self._kept.popitem(last=False)
-        return embeddings
+    def embeddings(self, image: PromptImage, *, owner: int, on_ready: Callable[[], None]) -> np.ndarray | None:
+        """(Engine thread.) The image's embeddings for sequence `owner`, or None while the encoder thread computes
+        them (asked for here the first time; `on_ready` is called from that thread when they are). EngineError if
+        encoding failed."""
+        return self._encoded.get(image, owner=owner, on_ready=on_ready)
+
+    def release(self, owner: int) -> None:
+        """(Engine thread.) Sequence `owner` ended: its encodings no other sequence waits for are cancelled if not
+        started, else their results kept among the last few only."""
+        self._encoded.release(owner)
 
     def _encode(self, image: PromptImage) -> np.ndarray:
         """(Encoder thread.) The image through the projector, copied out of libmtmd's shared output buffer."""
@@ -197,6 +278,7 @@ class VisionEncoder:
 
     def close(self) -> None:
         self._encoder.shutdown(wait=True, cancel_futures=True)  # an encoding under way finishes first
+        self._encoded.clear()
         if self._ctx:
             mtmd_cpp.mtmd_free(self._ctx)
             self._ctx = 0

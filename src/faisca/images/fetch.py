@@ -4,8 +4,10 @@ For each hop (the URL, then each redirect, a few at most): http or https only; t
 refused if any address it has is loopback, private, link-local, multicast, reserved or otherwise not public; the
 connection then goes to the address that was checked (pinned, so a second lookup cannot answer differently), with
 the real host name in `Host` and in TLS (SNI and certificate check). Timeouts bound each step and the whole fetch;
-the body is read up to a size cap, whatever Content-Length claims. What the bytes are is decided by decoding them,
-never by Content-Type.
+the body is read up to a size cap, whatever Content-Length claims. The body is asked for and read raw
+(`Accept-Encoding: identity`, `aiter_raw`): a content coding the server applies anyway is undone here, one layer at
+most and bounded by the same cap as it streams (`coding.py`), never by httpx without a bound. What the bytes are is
+decided by decoding them, never by Content-Type.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from faisca.images.coding import BoundedDecoder, content_coding
 from faisca.images.decode import ImageError
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -85,7 +88,7 @@ class SafeFetcher:
                 timeout=httpx.Timeout(self._limits.timeout_s, connect=self._limits.connect_timeout_s),
                 # No reuse: a pooled connection is keyed by address, and must never carry another host's request.
                 limits=httpx.Limits(max_keepalive_connections=0),
-                headers={"User-Agent": "faisca-image-fetch", "Accept": "image/*"},
+                headers={"User-Agent": "faisca-image-fetch", "Accept": "image/*", "Accept-Encoding": "identity"},
             )
         return self._client
 
@@ -138,11 +141,16 @@ class SafeFetcher:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self._limits.max_bytes:
                 raise ImageError(f"the image is larger than {self._limits.max_bytes} bytes")
+            decoder = BoundedDecoder(content_coding(response.headers.get_list("content-encoding")),
+                                     max_bytes=self._limits.max_bytes)
             body = bytearray()
-            async for piece in response.aiter_bytes():
-                body += piece
-                if len(body) > self._limits.max_bytes:
+            num_raw_bytes = 0
+            async for piece in response.aiter_raw():  # as sent: the content coding is undone here, bounded
+                num_raw_bytes += len(piece)
+                if num_raw_bytes > self._limits.max_bytes:
                     raise ImageError(f"the image is larger than {self._limits.max_bytes} bytes")
+                body += decoder.feed(piece)
+            body += decoder.finish()
             return bytes(body)
         finally:
             await response.aclose()

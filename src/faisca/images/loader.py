@@ -1,11 +1,18 @@
 """An image reference from a request (a data URI, an http(s) URL, or raw base64 wrapped as a data URI by the
-Ollama surface) → a decoded RGB image, or an `InvalidRequest` naming the part it came from."""
+Ollama surface) → a decoded RGB image, or an `InvalidRequest` naming the part it came from.
+
+A request carries `max_per_request` images at most (checked before anything is fetched). Decoding runs on a pool of
+`max_decodes_in_flight` threads of this loader's own, never on the event loop: however many requests send images at
+once, that many are decoded at a time (each at most `max_pixels`), the others wait as their encoded bytes; a decode
+whose request went away before it started is cancelled.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -20,6 +27,8 @@ class ImageLimits:
     max_pixels: int = 8192 * 8192  # decoded; more is refused from the header, before decoding
     fetch_timeout_s: float = 15.0
     max_redirects: int = 3
+    max_per_request: int = 8  # images in one request; more are refused before any is fetched
+    max_decodes_in_flight: int = 2  # images decoded at once, across requests (each a thread)
 
     @property
     def fetch(self) -> FetchLimits:
@@ -43,16 +52,30 @@ class ImageLoader:
     def __init__(self, limits: ImageLimits | None = None, *, fetcher: SafeFetcher | None = None) -> None:
         self._limits = limits or ImageLimits()
         self._fetcher = fetcher or SafeFetcher(self._limits.fetch)
+        self._decoders = ThreadPoolExecutor(max_workers=self._limits.max_decodes_in_flight,
+                                            thread_name_prefix="image-decode")
+
+    def check_count(self, sources: list[tuple[str, str]]) -> None:
+        """InvalidRequest naming the first image past `max_per_request` (`(source, param)` pairs, in request order)."""
+        if len(sources) > (limit := self._limits.max_per_request):
+            param = sources[limit][1]
+            raise InvalidRequest(
+                f"{param}: a request may carry {limit} images at most (--max-images-per-request); this one has "
+                f"{len(sources)}", param=param,
+            )
 
     async def load(self, source: str, *, param: str) -> DecodedImage:
         try:
             data = await self._bytes(source)
-            return await asyncio.to_thread(decode_image, data, max_pixels=self._limits.max_pixels)
+            # Cancelled with its request before a decoder thread took it: it never runs (wrap_future cancels it).
+            return await asyncio.wrap_future(
+                self._decoders.submit(decode_image, data, max_pixels=self._limits.max_pixels))
         except ImageError as exc:
             raise InvalidRequest(f"{param}: {exc}", param=param) from None
 
     async def load_all(self, sources: list[tuple[str, str]]) -> tuple[DecodedImage, ...]:
         """`(source, param)` pairs, loaded concurrently; the first failure (in request order) is raised."""
+        self.check_count(sources)
         results = await asyncio.gather(*(self.load(source, param=param) for source, param in sources),
                                        return_exceptions=True)
         for result in results:
@@ -72,3 +95,4 @@ class ImageLoader:
 
     async def aclose(self) -> None:
         await self._fetcher.aclose()
+        self._decoders.shutdown(wait=False, cancel_futures=True)
