@@ -29,6 +29,7 @@ class ScriptedEngine:
     stats = EngineStats(0, 0)
     tokens = ModelTokens(bos_text="<s>", eos_text="</s>")
     image_marker = None
+    is_alive = True
 
     @property
     def chat_template_source(self) -> str | None:
