@@ -53,6 +53,7 @@ class _CountResponses:
 def create_app(settings: Settings, registry: ModelRegistry, *, drain: Drain | None = None) -> FastAPI:
     """The app; `drain` is shared with the process that starts it on SIGTERM (`faisca.cli.server`)."""
     drain = drain or Drain()
+
     def queue_lengths() -> dict[str, tuple[int, int]]:
         stats = {served.card.id: served.engine.stats for served in registry.ready_models()}  # one snapshot each
         return {model: (stat.num_running, stat.num_waiting) for model, stat in stats.items()}
