@@ -6,8 +6,9 @@
         ...
 
 `payload` is a chat completions body; with `"stream": true` `run` returns an iterator of chunk dicts, else the
-response dict. `AI` reads its server from `FAISCA_URL` (default http://127.0.0.1:8080) at each call;
-`Client(base_url, api_key)` and `AsyncClient` do the same with a fixed server. Every failure raises
+response dict. `AI` reads its server from `FAISCA_URL` (default http://127.0.0.1:8080) and its API key from
+`FAISCA_API_KEY` (default: none) at each call; `Client(base_url, api_key)` and `AsyncClient` do the same for
+whichever of the two they are not given. Every failure raises
 `FaiscaClientError` with the HTTP `status_code` (None when the server cannot be reached) and the server's message.
 """
 
@@ -35,6 +36,7 @@ def _base_url(base_url: str | None) -> str:
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
+    api_key = api_key or os.environ.get("FAISCA_API_KEY")
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
@@ -63,7 +65,8 @@ def _sse_payload(line: str) -> dict[str, Any] | None:
 
 
 class _Server:
-    """Where the server is: a fixed `base_url`, or (None) `FAISCA_URL` at each call."""
+    """Where the server is: a fixed `base_url`, or (None) `FAISCA_URL` at each call; the same for the API key and
+    `FAISCA_API_KEY`."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout_s: float = 600) -> None:
         self._base_url = base_url

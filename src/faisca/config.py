@@ -20,7 +20,9 @@ class Settings:
     max_num_seqs: int = 8  # sequences generating at once, per model
     max_queue: int = 64  # requests waiting beyond those, per model; more get 503 + Retry-After
     max_batch_tokens: int = 512  # tokens per llama_decode step (prompt chunks + one per decoding sequence)
-    api_key: str | None = None
+    api_keys: tuple[str, ...] = ()  # any of them opens every route but /health and GET /; none: no key needed
+    enable_docs: bool = False  # /docs, /redoc, /openapi.json
+    drain_timeout_s: float = 30.0  # on SIGTERM/SIGINT, how long requests in flight may take to finish
     max_body_bytes: int = 32 * 1024 * 1024
     max_image_bytes: int = 20 * 1024 * 1024  # one image, encoded (sent or fetched)
     max_image_pixels: int = 8192 * 8192  # one image, decoded; checked from its header before decoding

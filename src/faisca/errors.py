@@ -9,7 +9,8 @@
     ├── ModelUnavailable           404 (in the catalog, but not served here: weights missing or not loaded)
     ├── PayloadTooLarge            413
     ├── Overloaded(retry_after_s)  503 + Retry-After
-    ├── NotReady                   503 (still loading) + Retry-After
+    │   ├── NotReady               503 (still loading) + Retry-After
+    │   └── ShuttingDown           503 (draining before exit) + Retry-After
     └── EngineError                500 (the engine failed; never the client's fault)
 """
 
@@ -79,6 +80,10 @@ class Overloaded(FaiscaError):
 
 class NotReady(Overloaded):
     code = "model_loading"
+
+
+class ShuttingDown(Overloaded):
+    code = "shutting_down"
 
 
 class EngineError(FaiscaError):

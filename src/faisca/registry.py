@@ -1,4 +1,5 @@
-"""The models this server serves: each loads in the background, and is loading, ready, or failed."""
+"""The models this server serves: each loads in the background, and is loading, ready, or failed (it did not load,
+or its engine stopped since)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from faisca.chat.literal import ControlTextEscaper
 from faisca.chat.template import ChatTemplate
 from faisca.engine.base import Engine
 from faisca.engine.weights import missing_weights_message
-from faisca.errors import FaiscaError, ModelUnavailable, NotReady
+from faisca.errors import EngineError, FaiscaError, ModelUnavailable, NotReady
 
 logger = logging.getLogger("faisca.registry")
 
@@ -39,6 +40,10 @@ def chat_template_for(card: ModelCard, engine: Engine) -> ChatTemplate:
     )
 
 
+def _stopped_message(card_id: str) -> str:
+    return f"The engine of `{card_id}` has stopped (see the server log); restart the server."
+
+
 class ModelRegistry:
     def __init__(self, catalog: Catalog, served_ids: Iterable[str], load_engine: EngineLoader) -> None:
         self.catalog = catalog
@@ -58,12 +63,14 @@ class ModelRegistry:
 
     def states(self) -> dict[str, str]:
         """Each served model's state: `loading`, `ready`, or `failed: <why>`."""
-        return {
-            card.id: "ready" if card.id in self._ready
-            else f"failed: {self._failed[card.id].message}" if card.id in self._failed
-            else "loading"
-            for card in self._cards
-        }
+        return {card.id: self._state(card.id) for card in self._cards}
+
+    def _state(self, card_id: str) -> str:
+        if served := self._ready.get(card_id):
+            return "ready" if served.engine.is_alive else f"failed: {_stopped_message(card_id)}"
+        if failure := self._failed.get(card_id):
+            return f"failed: {failure.message}"
+        return "loading"
 
     def is_served(self, card: ModelCard) -> bool:
         return any(served.id == card.id for served in self._cards)
@@ -93,6 +100,8 @@ class ModelRegistry:
 
     def get(self, card: ModelCard) -> ServedModel:
         if served := self._ready.get(card.id):
+            if not served.engine.is_alive:
+                raise EngineError(_stopped_message(card.id))
             return served
         if failure := self._failed.get(card.id):
             raise failure

@@ -30,6 +30,7 @@ class ScriptedEngine:
     tokens = ModelTokens(bos_text="<s>", eos_text="</s>")
     image_marker = None
     control_texts = frozenset({"<|im_start|>"})
+    is_alive = True
 
     @property
     def chat_template_source(self) -> str | None:

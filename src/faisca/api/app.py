@@ -1,4 +1,8 @@
-"""The ASGI application: one port, the OpenAI surface under /v1, health and root."""
+"""The ASGI application: one port, the OpenAI surface under /v1, the Ollama one under /api, health and root.
+
+Middleware, outermost first: response counting, the drain (503 once shutting down), the API key (every route but
+`/health` and `GET|HEAD /`).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faisca import __version__
+from faisca.api.auth import ApiKeys, RequireApiKey
+from faisca.api.drain import RETRY_AFTER_S, Drain, RefuseWhileDraining
 from faisca.api.errors import error_response, install_error_handlers
 from faisca.api.ollama.routes import build_router as build_ollama_router
 from faisca.api.openai.routes import build_router as build_openai_router
@@ -44,7 +50,10 @@ class _CountResponses:
         await self._app(scope, receive, counting_send)
 
 
-def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
+def create_app(settings: Settings, registry: ModelRegistry, *, drain: Drain | None = None) -> FastAPI:
+    """The app; `drain` is shared with the process that starts it on SIGTERM (`faisca.cli.server`)."""
+    drain = drain or Drain()
+
     def queue_lengths() -> dict[str, tuple[int, int]]:
         stats = {served.card.id: served.engine.stats for served in registry.ready_models()}  # one snapshot each
         return {model: (stat.num_running, stat.num_waiting) for model, stat in stats.items()}
@@ -68,12 +77,18 @@ def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
             await service.aclose()
             await registry.close()
 
-    app = FastAPI(title="faisca", version=__version__, lifespan=lifespan)
+    docs = settings.enable_docs  # /docs, /redoc and /openapi.json: off unless asked for; they need the key too
+    app = FastAPI(title="faisca", version=__version__, lifespan=lifespan, docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
     install_error_handlers(app)
     started_at = int(time.time())
     app.include_router(build_openai_router(service, settings, started_at=started_at))
     app.include_router(build_ollama_router(service, settings, started_at=started_at))
 
+    # add_middleware puts each one outside the ones before it
+    if settings.api_keys:
+        app.add_middleware(RequireApiKey, keys=ApiKeys(settings.api_keys))
+    app.add_middleware(RefuseWhileDraining, drain=drain)
     app.add_middleware(_CountResponses, metrics=metrics)
 
     @app.get("/metrics")
@@ -82,13 +97,20 @@ def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
 
     @app.get("/health", response_model=None)
     async def health() -> JSONResponse:
+        """200 when every served model is ready; 503 while draining, loading, or when one failed or its engine died."""
         states = registry.states()
+        if drain.is_draining:
+            return JSONResponse({"status": "draining", "models": states}, status_code=503,
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
         if registry.is_loading:
             loading = [card_id for card_id, state in states.items() if state == "loading"]
             return error_response(NotReady(f"Loading: {', '.join(loading)}.", retry_after_s=2))
+        if any(state != "ready" for state in states.values()):
+            return JSONResponse({"status": "failed", "models": states}, status_code=503)
         return JSONResponse({"status": "ok", "models": states})
 
-    @app.api_route("/", methods=["GET", "HEAD"])
+    @app.get("/", operation_id="root")
+    @app.head("/", operation_id="root_head")  # one operation id each: the OpenAPI document has no duplicates
     async def root() -> PlainTextResponse:
         return PlainTextResponse("faisca is running")
 

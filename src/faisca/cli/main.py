@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
@@ -39,6 +40,16 @@ def _count(minimum: int):  # noqa: ANN202 - an argparse type
     return parse
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, at least 0, got {value!r}")
+    return seconds
+
+
 def _weights_arg(value: str) -> tuple[str, Path]:
     model_id, sep, path = value.partition("=")
     if not sep or not model_id or not path:
@@ -57,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="serve models over HTTP (OpenAI API under /v1)",
-                                description="Serve models over HTTP: /v1/chat/completions, /v1/models, /health, /metrics.")
+                                description="Serve models over HTTP: the OpenAI API under /v1, the Ollama API under /api, "
+                                            "/health, /metrics. SIGTERM or SIGINT drains (see --drain-timeout), "
+                                            "then exits 0.")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     serve.add_argument("--port", type=_count(1), default=8080, help="port to listen on (default: %(default)s)")
     serve.add_argument("--model", dest="models", action="append", metavar="ID",
@@ -87,7 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--kv-cache-tokens", type=_count(1), default=None, metavar="TOKENS",
                        help="KV cache per model, shared by its sequences (default: --ctx-size)")
     serve.add_argument("--api-key", default=None, metavar="KEY",
-                       help="require `Authorization: Bearer KEY` on /v1 (default: no key)")
+                       help="require `Authorization: Bearer KEY` on every route but /health and GET / (/v1, /api, "
+                            "/metrics, the docs); a key on the command line is visible to other users in `ps`: prefer "
+                            "$FAISCA_API_KEY or --api-key-file (default: $FAISCA_API_KEY if set, else no key)")
+    serve.add_argument("--api-key-file", type=Path, default=None, metavar="FILE",
+                       help="read the accepted keys from FILE, one per line (blank lines and # comments skipped); any "
+                            "of them opens the server; with --api-key, that key is accepted too")
+    serve.add_argument("--enable-docs", action="store_true",
+                       help="serve the interactive API docs (/docs, /redoc, /openapi.json); with a key they need it "
+                            "too (default: off)")
+    serve.add_argument("--drain-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                       help="on SIGTERM or SIGINT, let the requests in flight (streams included) finish for up to "
+                            "this long while new ones get 503, then exit 0 (default: %(default)g)")
     serve.add_argument("--max-image-pixels", type=_count(1), default=8192 * 8192, metavar="N",
                        help="largest image decoded, in pixels; larger ones are refused from their header "
                             "(default: %(default)s, 8192x8192)")
@@ -110,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="one prompt to answer (default: interactive); image files it names (./photo.jpg, "
                           "/path/to/x.png, ~/y.webp) are attached")
     run.add_argument("--url", default=None, help="the server (default: $FAISCA_URL or http://127.0.0.1:8080)")
-    run.add_argument("--api-key", default=None, metavar="KEY", help="the server's API key, if it needs one")
+    run.add_argument("--api-key", default=None, metavar="KEY",
+                     help="the server's API key, if it needs one (default: $FAISCA_API_KEY); on the command line it "
+                          "is visible in `ps`: prefer the environment variable")
     run.add_argument("--max-tokens", type=_count(1), default=None, metavar="N", help="bound each answer")
 
     commands.add_parser("models", help="list the model catalog with capabilities")
@@ -180,14 +206,37 @@ def _with_local_gguf(catalog: Catalog, gguf: Path, projector: Path | None, name:
     return catalog.with_card(card), card.id
 
 
-def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
-    import uvicorn
+def _api_keys(key: str | None, key_file: Path | None) -> tuple[str, ...]:
+    """--api-key and the keys in --api-key-file; $FAISCA_API_KEY when neither is given; none: no key needed."""
+    keys: list[str] = []
+    if key is not None:
+        if not key.strip():
+            raise FaiscaError("--api-key: the key is empty")
+        keys.append(key.strip())
+    if key_file is not None:
+        try:
+            lines = key_file.expanduser().read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FaiscaError(f"--api-key-file {key_file}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+        file_keys = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        if not file_keys:
+            raise FaiscaError(f"--api-key-file {key_file}: no key in it (one key per line; blank lines and "
+                              "# comments are skipped)")
+        keys.extend(file_keys)
+    if not keys and (env_key := os.environ.get("FAISCA_API_KEY", "").strip()):
+        keys.append(env_key)
+    return tuple(keys)
 
+
+def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
     from faisca.api.app import create_app
+    from faisca.api.drain import Drain
+    from faisca.cli.server import serve
     from faisca.engine.factory import engine_loader
     from faisca.engine.llama_cpp import available_cores
     from faisca.registry import ModelRegistry
 
+    api_keys = _api_keys(args.api_key, args.api_key_file)
     for model_id, path in args.weights:
         catalog = catalog.with_weights_path(model_id, path)
     model_ids = list(args.models or ())
@@ -200,7 +249,8 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
         host=args.host, port=args.port, model_ids=tuple(model_ids or (DEFAULT_MODEL_ID,)),
         num_threads=args.threads, max_context_tokens=args.ctx_size, kv_cache_tokens=args.kv_cache_tokens,
         max_num_seqs=args.max_num_seqs, max_queue=args.max_queue, max_batch_tokens=args.max_batch_tokens,
-        api_key=args.api_key, max_image_pixels=args.max_image_pixels, max_image_bytes=args.max_image_bytes,
+        api_keys=api_keys, enable_docs=args.enable_docs, drain_timeout_s=args.drain_timeout,
+        max_image_pixels=args.max_image_pixels, max_image_bytes=args.max_image_bytes,
         image_allowed_networks=tuple(args.allow_image_network),
         max_images_per_request=args.max_images_per_request,
         weights_paths=tuple(args.weights), cards_dirs=tuple(args.cards_dir),
@@ -212,8 +262,10 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loader = engine_loader(settings, num_threads=settings.num_threads or available_cores())
     registry = ModelRegistry(catalog, settings.model_ids, loader)
-    app = create_app(settings, registry)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    drain = Drain()
+    app = create_app(settings, registry, drain=drain)
+    serve(app, host=settings.host, port=settings.port, log_level=args.log_level, drain=drain,
+          drain_timeout_s=settings.drain_timeout_s)
     return 0
 
 

@@ -106,6 +106,12 @@ class Engine(Protocol):
     def stats(self) -> EngineStats: ...
 
     @property
+    def is_alive(self) -> bool:
+        """Whether the engine can still generate. Once False (its thread died, or it was closed) it stays False, and
+        `generate` fails at once with EngineError; so do the generations it had in flight or waiting."""
+        ...
+
+    @property
     def image_marker(self) -> str | None:
         """The text that stands for an image in a rendered prompt; None when the model reads no images."""
         ...

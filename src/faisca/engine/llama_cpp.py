@@ -214,7 +214,8 @@ class LlamaCppEngine:
         # After a preemption, no more sequences run than did then, until one finishes (else the preempted one
         # would be let in again at once, and preempted again).
         self._max_running_under_pressure: int | None = None
-        self._thread = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
+        self._exit_reason: str | None = None  # set when the engine thread ends, before it fails what is left
+        self._thread = threading.Thread(target=self._run_thread, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
     @classmethod
@@ -295,6 +296,10 @@ class LlamaCppEngine:
         return EngineStats(len(self._running), len(self._waiting))
 
     @property
+    def is_alive(self) -> bool:
+        return self._exit_reason is None and self._thread.is_alive()
+
+    @property
     def image_marker(self) -> str | None:
         return self._vision.marker if self._vision is not None else None
 
@@ -350,6 +355,8 @@ class LlamaCppEngine:
             constraint=constraint,
         )
         self._inbox.put(("add", sequence))
+        if not self.is_alive:  # checked after the put: a thread that ends later fails what is left in its inbox
+            raise EngineError(f"the engine has stopped: {self._exit_reason or 'its thread is not running'}")
         is_finished = False
         try:
             while (event := await events.get()) is not _END_OF_STREAM:
@@ -371,6 +378,32 @@ class LlamaCppEngine:
         self._model.close()  # type: ignore[attr-defined]
 
     # --- the engine thread
+
+    def _run_thread(self) -> None:
+        """The engine thread: the loop; when it ends, for whatever reason, every request it holds or has not taken
+        yet gets an error (a request added later fails in `generate`, which checks `is_alive` after adding)."""
+        reason = "the engine is shutting down"
+        try:
+            self._loop()
+        except BaseException as exc:  # the loop died: nothing would ever answer its requests
+            logger.critical("the engine thread ended unexpectedly", exc_info=exc)
+            reason = f"the engine thread ended unexpectedly: {exc!r}"
+        finally:
+            self._exit_reason = reason
+            error = EngineError(reason)
+            left = [*self._running.values(), *self._waiting]
+            while True:
+                try:
+                    command, argument = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if command == "add":
+                    left.append(argument)  # type: ignore[arg-type]
+            self._running.clear()
+            self._waiting.clear()
+            for sequence in left:
+                sequence.emit(error)
+                sequence.emit(_END_OF_STREAM)
 
     def _loop(self) -> None:
         # Sleep on the inbox when there is nothing to run, or when a step could do nothing (every sequence waits for

@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from faisca.api.errors import openai_error_body
@@ -17,19 +17,8 @@ from faisca.api.body import read_json_object
 from faisca.catalog import ModelCard
 from faisca.catalog.schema import RequestValidator, completion_request_schema
 from faisca.config import Settings
-from faisca.errors import InvalidRequest, Unauthorized
+from faisca.errors import InvalidRequest
 from faisca.service import ChatService, fold_chat
-
-
-def _api_key_check(api_key: str | None):  # noqa: ANN202 - a FastAPI dependency
-    async def check(request: Request) -> None:
-        if api_key is None:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or token != api_key:
-            raise Unauthorized("Incorrect or missing API key: send `Authorization: Bearer <key>`.")
-
-    return check
 
 
 def _requested_card(service: ChatService, body: Mapping[str, object]) -> ModelCard:
@@ -49,7 +38,7 @@ def _event_stream(payloads: AsyncIterator[str]) -> StreamingResponse:
 
 
 def build_router(service: ChatService, settings: Settings, *, started_at: int) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(_api_key_check(settings.api_key))])
+    router = APIRouter(prefix="/v1")  # the API key is checked for every route by faisca.api.auth
     validators = {card.id: RequestValidator(card) for card in service.catalog}
     completion_validators = {card.id: RequestValidator(card, completion_request_schema(card)) for card in service.catalog}
 
