@@ -316,8 +316,8 @@ class LlamaCppEngine:
             pieces = EnginePrompt(tuple(self._tokenize(prompt)))
         elif self._vision is None:
             raise InvalidRequest("this model reads no images (it has no projector)", param="messages")
-        else:  # libmtmd tokenizes the text in one go: a literal control text is broken up by a word joiner instead
-            pieces = self._vision.prompt_pieces(_LITERAL.sub(lambda m: m[1][:1] + "\u2060" + m[1][1:], prompt), images)
+        else:
+            pieces = self._vision.prompt_pieces(prompt, images, tokenize=self._tokenize)
         if self._lacks_bos(pieces.tokens):
             shifted = tuple(dataclasses.replace(image, start=image.start + 1) for image in pieces.images)
             return EnginePrompt((self._bos, *pieces.tokens), shifted)

@@ -193,59 +193,60 @@ class VisionEncoder:
             )
         return encoder
 
-    def prompt_pieces(self, prompt: str, images: Sequence[DecodedImage]) -> EnginePrompt:
-        """The prompt's text tokens and image chunks, as mtmd splits them (BOS is the caller's business)."""
-        if (found := prompt.count(self.marker)) != len(images):
+    def prompt_pieces(self, prompt: str, images: Sequence[DecodedImage], *,
+                      tokenize: Callable[[str], list[int]]) -> EnginePrompt:
+        """The prompt's text tokens and image chunks (BOS is the caller's business). The text between the markers is
+        tokenized by `tokenize`; libmtmd gets each image alone (its marker as the only text), and gives the image's
+        chunk with the model's own text around it (`<start_of_image>` … `<end_of_image>`): what libmtmd does for the
+        whole prompt at once, as it too tokenizes the text between markers piece by piece."""
+        texts = prompt.split(self.marker)
+        if len(texts) - 1 != len(images):
             raise InvalidRequest(
-                f"the chat template placed {found} of the {len(images)} images in the prompt; this model's template "
-                "reads images in user messages only",
+                f"the chat template placed {len(texts) - 1} of the {len(images)} images in the prompt; this model's "
+                "template reads images in user messages only",
                 param="messages",
             )
-        bitmaps = []
-        chunks = mtmd_cpp.mtmd_input_chunks_init()
-        try:
-            for image in images:
-                pixels = (ctypes.c_ubyte * len(image.rgb)).from_buffer_copy(image.rgb)
-                bitmap = mtmd_cpp.mtmd_bitmap_init(image.width, image.height, pixels)
-                mtmd_cpp.mtmd_bitmap_set_id(bitmap, image.digest.encode("utf-8"))
-                bitmaps.append(bitmap)
-            text = prompt.encode("utf-8")
-            text_input = mtmd_cpp.mtmd_input_text(text, len(text), False, True)
-            bitmap_array = (mtmd_cpp.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
-            status = mtmd_cpp.mtmd_tokenize(self._ctx, chunks, ctypes.byref(text_input), bitmap_array, len(bitmaps))
-            if status != 0:
-                raise InvalidRequest(f"the images could not be prepared for this model (libmtmd status {status})",
-                                     param="messages")
-            return self._pieces(chunks, images)
-        finally:
-            for bitmap in bitmaps:
-                mtmd_cpp.mtmd_bitmap_free(bitmap)
-            mtmd_cpp.mtmd_input_chunks_free(chunks)
-
-    def _pieces(self, chunks: int, images: Sequence[DecodedImage]) -> EnginePrompt:
-        tokens: list[int] = []
+        tokens = list(tokenize(texts[0]))
         prompt_images: list[PromptImage] = []
-        image_index = 0
-        for index in range(mtmd_cpp.mtmd_input_chunks_size(chunks)):
-            chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, index)
-            if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == _CHUNK_TYPE_TEXT:
-                count = ctypes.c_size_t()
-                ids = mtmd_cpp.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
-                tokens.extend(ids[i] for i in range(count.value))
-                continue
-            num_tokens = mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk)
-            if num_tokens > self._max_batch_tokens:
-                raise InvalidRequest(
-                    f"an image takes {num_tokens} tokens here, more than this server's --max-batch-tokens "
-                    f"({self._max_batch_tokens}); an image is fed in one step", param="messages",
-                )
-            owned = _Chunk(mtmd_cpp.mtmd_input_chunk_copy(chunk))
-            prompt_images.append(PromptImage(len(tokens), num_tokens, images[image_index].digest, owned))
-            tokens.extend([placeholder_token(images[image_index].digest)] * num_tokens)
-            image_index += 1
+        for image, text in zip(images, texts[1:], strict=True):
+            self._add_image(image, tokens, prompt_images)
+            tokens += tokenize(text)
         if prompt_images and prompt_images[-1].start + prompt_images[-1].num_tokens == len(tokens):
             raise InvalidRequest("a prompt may not end with an image: put text after it", param="messages")
         return EnginePrompt(tuple(tokens), tuple(prompt_images))
+
+    def _add_image(self, image: DecodedImage, tokens: list[int], prompt_images: list[PromptImage]) -> None:
+        """Append the image's chunks to `tokens` (its positions hold its placeholder) and its place to `prompt_images`."""
+        pixels = (ctypes.c_ubyte * len(image.rgb)).from_buffer_copy(image.rgb)
+        bitmap = mtmd_cpp.mtmd_bitmap_init(image.width, image.height, pixels)
+        chunks = mtmd_cpp.mtmd_input_chunks_init()
+        try:
+            mtmd_cpp.mtmd_bitmap_set_id(bitmap, image.digest.encode("utf-8"))
+            text = self.marker.encode("utf-8")
+            text_input = mtmd_cpp.mtmd_input_text(text, len(text), False, True)
+            bitmaps = (mtmd_cpp.mtmd_bitmap_p_ctypes * 1)(bitmap)
+            if (status := mtmd_cpp.mtmd_tokenize(self._ctx, chunks, ctypes.byref(text_input), bitmaps, 1)) != 0:
+                raise InvalidRequest(f"the images could not be prepared for this model (libmtmd status {status})",
+                                     param="messages")
+            for index in range(mtmd_cpp.mtmd_input_chunks_size(chunks)):
+                chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, index)
+                if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == _CHUNK_TYPE_TEXT:
+                    count = ctypes.c_size_t()
+                    ids = mtmd_cpp.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
+                    tokens.extend(ids[i] for i in range(count.value))
+                    continue
+                num_tokens = mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk)
+                if num_tokens > self._max_batch_tokens:
+                    raise InvalidRequest(
+                        f"an image takes {num_tokens} tokens here, more than this server's --max-batch-tokens "
+                        f"({self._max_batch_tokens}); an image is fed in one step", param="messages",
+                    )
+                owned = _Chunk(mtmd_cpp.mtmd_input_chunk_copy(chunk))
+                prompt_images.append(PromptImage(len(tokens), num_tokens, image.digest, owned))
+                tokens.extend([placeholder_token(image.digest)] * num_tokens)
+        finally:
+            mtmd_cpp.mtmd_bitmap_free(bitmap)
+            mtmd_cpp.mtmd_input_chunks_free(chunks)
 
     def embeddings(self, image: PromptImage, *, owner: int, on_ready: Callable[[], None]) -> np.ndarray | None:
         """(Engine thread.) The image's embeddings for sequence `owner`, or None while the encoder thread computes
