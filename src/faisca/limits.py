@@ -16,7 +16,8 @@ MAX_INLINE_BODY_BYTES = 64 * 1024
 
 # Conversation shape.
 MAX_MESSAGES = 2048  # messages per chat request (OpenAI's own bound)
-MAX_CONTENT_PARTS = 256  # parts of one message's content (text and image parts)
+MAX_CONTENT_PARTS = 256  # parts of one message's content (text and image parts; Ollama: its images)
+MAX_CONTENT_PARTS_TOTAL = 1024  # the same, all messages together (schema validation costs ~0.1 ms a part)
 
 # Stop conditions and token lists.
 MAX_STOP_STRINGS_OPENAI = 4  # OpenAI's `stop`: up to 4 sequences, as OpenAI documents

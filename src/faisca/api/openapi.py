@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from faisca.catalog import ModelCard
+from faisca.catalog.schema import inlined
 
 Schema = dict[str, Any]
 
@@ -21,24 +22,6 @@ def card_for_any_model(cards: Sequence[ModelCard]) -> ModelCard:
     images = any(card.accepts_images for card in cards)
     tool_format = next((card.tool_format for card in cards if card.tool_format is not None), None)
     return cards[0].model_copy(update={"input": "text+image" if images else "text", "tool_format": tool_format})
-
-
-def inlined(schema: Schema) -> Schema:
-    """`schema` without `$schema` and `components`, each `#/components/schemas/X` reference replaced by X's
-    definition (the request schemas have no cycles)."""
-    definitions = schema.get("components", {}).get("schemas", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
-                return resolve(definitions[ref.rsplit("/", 1)[1]])
-            return {key: resolve(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [resolve(item) for item in node]
-        return node
-
-    return resolve({key: value for key, value in schema.items() if key not in ("$schema", "components")})
 
 
 def request_body(schema: Schema, *, model_ids: Sequence[str] | None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from faisca.catalog.card import ModelCard
 from faisca.errors import InvalidRequest, UnsupportedCapability
 from faisca.limits import (
     MAX_CONTENT_PARTS,
+    MAX_CONTENT_PARTS_TOTAL,
     MAX_INT32,
     MAX_LOGIT_BIAS_ENTRIES,
     MAX_MESSAGES,
@@ -213,6 +214,38 @@ def completion_request_schema(card: ModelCard) -> Schema:
     }
 
 
+def inlined(schema: Schema) -> Schema:
+    """`schema` without `$schema` and `components`, each `#/components/schemas/X` reference replaced by X's
+    definition (the request schemas have no cycles). Validating against it is about twice as fast, and it stands
+    alone inside another document (the OpenAPI one)."""
+    definitions = schema.get("components", {}).get("schemas", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+                return resolve(definitions[ref.rsplit("/", 1)[1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve({key: value for key, value in schema.items() if key not in ("$schema", "components")})
+
+
+def check_num_parts(body: Mapping[str, Any]) -> None:
+    """At most `MAX_CONTENT_PARTS_TOTAL` content parts (OpenAI) or images (Ollama) in all the messages together:
+    a bound the schema cannot say, checked before it (its validation costs about 0.1 ms a part)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return
+    num_parts = sum(len(message[key]) for message in messages if isinstance(message, dict)
+                    for key in ("content", "images") if isinstance(message.get(key), list))
+    if num_parts > MAX_CONTENT_PARTS_TOTAL:
+        raise InvalidRequest(f"messages: {num_parts} content parts in all; at most {MAX_CONTENT_PARTS_TOTAL} are "
+                             f"accepted in one request.", param="messages")
+
+
 def _leaves(error: ValidationError) -> list[ValidationError]:
     """The innermost errors under a oneOf, from the branches whose discriminator matched.
 
@@ -324,7 +357,7 @@ class RequestValidator:
                  check_capabilities: Callable[[ModelCard, Mapping[str, Any]], None] | None = None) -> None:
         self._card = card
         self.schema = request_schema(card) if schema is None else schema
-        self._validator = Draft7Validator(self.schema)
+        self._validator = Draft7Validator(inlined(self.schema))
         self._check_capabilities = check_capabilities
 
     def validate(self, body: object) -> None:
@@ -333,6 +366,7 @@ class RequestValidator:
             raise InvalidRequest("The request body must be a JSON object.", param=None)
         if self._check_capabilities is not None:
             self._check_capabilities(self._card, body)
+        check_num_parts(body)
         error = first_error(self._validator, body)
         if error is not None:
             param, message = _describe(error)
