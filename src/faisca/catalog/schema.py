@@ -367,7 +367,10 @@ class RequestValidator:
         if self._check_capabilities is not None:
             self._check_capabilities(self._card, body)
         check_num_parts(body)
-        error = first_error(self._validator, body)
+        try:
+            error = first_error(self._validator, body)
+        except RecursionError as exc:  # bodies read by faisca.api.body nest 64 levels at most
+            raise InvalidRequest("The request body is nested too deeply.") from exc
         if error is not None:
             param, message = _describe(error)
             if not self._card.accepts_images and param is not None and param.endswith(".type") and (
