@@ -116,6 +116,9 @@ class ChatService:
                                  served.engine.max_context_tokens)
         images = await self._images.load_all(sources) if sources else ()
         plan, prompt = await self._prompt(card, served, request, images, max_context_tokens)
+        if prompt.num_tokens == 0:  # a raw prompt of "" for a model without a BOS token: nothing to continue
+            raise InvalidRequest("prompt: the prompt is empty; the model needs at least one token to continue from.",
+                                 param="prompt")
         if request.fit_context:  # the answer stops where the context ends
             room = max_new_tokens_for(prompt.num_tokens, None, max_context_tokens)
             max_new_tokens = min(room, request.sampling.max_tokens or room)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
@@ -141,6 +141,7 @@ BODIES = st.one_of(
 @given(request=BODIES)
 def test_no_body_makes_a_server_error(small_http: httpx.Client, request: tuple[str, dict[str, Any]]) -> None:
     path, body = request
+    note(f"POST {path} {json.dumps(body)}")
     response = small_http.post(path, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
     assert_no_server_error(response)
 
