@@ -76,6 +76,9 @@ HOSTILE: list[tuple[str, Any, str | None]] = [
     ("/api/generate", {"model": "gemma3:270m", "prompt": "hi", "options": "fast"}, "options"),
     ("/api/generate", {"model": "gemma3:270m", "prompt": ["hi"]}, "prompt"),
     ("/api/chat", {"model": "gemma3:270m", "messages": [1]}, "messages.0"),
+    # an empty raw prompt, for a model without a BOS token: no token to continue from
+    ("/v1/completions", {"model": SMOLLM2, "prompt": "", "max_tokens": 2}, "prompt"),
+    ("/api/generate", {"model": "smollm2", "prompt": "", "raw": True, "options": {"num_predict": 2}}, "prompt"),
     # limits
     ("/v1/chat/completions", {"model": GEMMA, "messages": USER, "stop": ["x"] * 5000}, "stop"),
     ("/v1/chat/completions", {"model": GEMMA, "messages": USER, "stop": "x" * 100_000}, "stop"),

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.requests import Request
 
-from faisca.api.body import parse_json_object
-from faisca.errors import InvalidRequest
-from faisca.limits import MAX_JSON_DEPTH
+from faisca.api.body import parse_json_object, read_request
+from faisca.errors import InvalidRequest, PayloadTooLarge
+from faisca.limits import MAX_INLINE_BODY_BYTES, MAX_JSON_DEPTH
 
 
 def invalid(raw: bytes) -> InvalidRequest:
@@ -104,3 +107,31 @@ def test_any_json_value_is_accepted_exactly_when_finite(value: object) -> None:
         assert "finite" in error.message
     else:
         json.dumps(value, allow_nan=False)  # it had no NaN or infinity
+
+
+def request_of(raw: bytes) -> Request:
+    chunks = [raw[start:start + 65536] for start in range(0, len(raw), 65536)] or [b""]
+
+    async def receive() -> dict[str, object]:
+        chunk = chunks.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": []}, receive)
+
+
+@pytest.mark.parametrize(("num_messages", "off_loop"), [(1, False), (20_000, True)])
+def test_large_bodies_are_parsed_and_checked_off_the_event_loop(num_messages: int, off_loop: bool) -> None:
+    raw = json.dumps({"messages": [{"role": "user", "content": "hi"}] * num_messages}).encode()
+    assert (len(raw) > MAX_INLINE_BODY_BYTES) == off_loop
+
+    async def read() -> tuple[int, bool]:
+        loop_thread = threading.get_ident()
+        return await read_request(request_of(raw), max_bytes=len(raw),
+                                  parse=lambda body: (len(body["messages"]), threading.get_ident() != loop_thread))
+
+    assert asyncio.run(read()) == (num_messages, off_loop)
+
+
+def test_bodies_over_the_byte_limit_are_413() -> None:
+    with pytest.raises(PayloadTooLarge):
+        asyncio.run(read_request(request_of(b"{}" + b" " * 100), max_bytes=50, parse=lambda body: body))
