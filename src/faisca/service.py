@@ -125,6 +125,9 @@ class ChatService:
             images = await self._images.load_all(sources) if sources else ()
             plan, prompt, constraints = await asyncio.get_running_loop().run_in_executor(
                 self._preparing, self._prepare, card, served, request, images, max_context_tokens)
+            if prompt.num_tokens == 0:  # a raw prompt of "" for a model without a BOS token: nothing to continue
+                raise InvalidRequest("prompt: the prompt is empty; the model needs at least one token to continue "
+                                     "from.", param="prompt")
             if request.fit_context:  # the answer stops where the context ends
                 room = max_new_tokens_for(prompt.num_tokens, None, max_context_tokens)
                 max_new_tokens = min(room, request.sampling.max_tokens or room)

@@ -10,6 +10,18 @@ import pytest
 from faisca.catalog.card import ModelCard
 from faisca.catalog.schema import RequestValidator, request_schema
 from faisca.errors import InvalidRequest, UnsupportedCapability
+from faisca.limits import (
+    MAX_CONTENT_PARTS,
+    MAX_INT32,
+    MAX_LOGIT_BIAS_ENTRIES,
+    MAX_MESSAGES,
+    MAX_SEED,
+    MAX_STOP_CHARS,
+    MAX_STOP_TOKEN_IDS,
+    MAX_TOOL_CALLS,
+    MAX_TOOLS,
+    MIN_SEED,
+)
 
 SEEDS = Path(__file__).resolve().parents[3] / "shared" / "seeds"  # /work/shared/seeds beside the /work/main repo
 
@@ -48,12 +60,20 @@ def with_additions(seed: dict[str, Any], *, tools: bool) -> dict[str, Any]:
     schema = copy.deepcopy(seed)
     properties = schema["properties"]
     properties["messages"]["minItems"] = 1
+    properties["messages"]["maxItems"] = MAX_MESSAGES
     properties["n"]["maximum"] = 16
+    properties["max_tokens"]["maximum"] = MAX_INT32
+    components = schema["components"]["schemas"]
+    components["TextContent"]["oneOf"][1]["maxItems"] = MAX_CONTENT_PARTS
+    components["UserMessage"]["properties"]["content"]["oneOf"][1]["maxItems"] = MAX_CONTENT_PARTS
+    if tools:
+        properties["tools"]["maxItems"] = MAX_TOOLS
+        components["AssistantMessageWithToolCalls"]["properties"]["tool_calls"]["maxItems"] = MAX_TOOL_CALLS
     properties |= {
-        "max_completion_tokens": {"type": "integer", "minimum": 1},
-        "seed": {"type": "integer"},
+        "max_completion_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_INT32},
+        "seed": {"type": "integer", "minimum": MIN_SEED, "maximum": MAX_SEED},
         "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
-        "top_k": {"type": "integer", "minimum": -1},
+        "top_k": {"type": "integer", "minimum": -1, "maximum": MAX_INT32},
         "min_p": {"type": "number", "minimum": 0, "maximum": 1},
         "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 2},
         "user": {"type": "string"},
@@ -61,12 +81,14 @@ def with_additions(seed: dict[str, Any], *, tools: bool) -> dict[str, Any]:
             "type": "object",
             "propertyNames": {"pattern": "^[0-9]{1,9}$"},
             "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+            "maxProperties": MAX_LOGIT_BIAS_ENTRIES,
         },
         "logprobs": {"type": "boolean", "default": False},
         "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20},
         "ignore_eos": {"type": "boolean", "default": False},
-        "min_tokens": {"type": "integer", "minimum": 0, "default": 0},
-        "stop_token_ids": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "min_tokens": {"type": "integer", "minimum": 0, "maximum": MAX_INT32, "default": 0},
+        "stop_token_ids": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": MAX_INT32},
+                           "maxItems": MAX_STOP_TOKEN_IDS},
         "include_stop_str_in_output": {"type": "boolean", "default": False},
         "cache_salt": {"type": "string", "minLength": 1, "maxLength": 1024},
     }
@@ -76,9 +98,8 @@ def with_additions(seed: dict[str, Any], *, tools: bool) -> dict[str, Any]:
         if name != "messages":
             field["type"] = [field["type"], "null"]
     properties["model"] = {"type": "string"}
-    properties["stop"] = {
-        "oneOf": [{"type": "null"}, {"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]
-    }
+    stop_string = {"type": "string", "maxLength": MAX_STOP_CHARS}
+    properties["stop"] = {"oneOf": [{"type": "null"}, stop_string, {"type": "array", "items": stop_string, "maxItems": 4}]}
     if tools:
         with_calls = schema["components"]["schemas"]["AssistantMessageWithToolCalls"]["properties"]
         with_calls["content"] = {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/TextContent"}]}

@@ -7,6 +7,7 @@ for every optional field, as OpenAI does. Formats (`"format": "uri"`) are annota
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from jsonschema import Draft7Validator
@@ -14,6 +15,20 @@ from jsonschema.exceptions import ValidationError
 
 from faisca.catalog.card import ModelCard
 from faisca.errors import InvalidRequest, UnsupportedCapability
+from faisca.limits import (
+    MAX_CONTENT_PARTS,
+    MAX_CONTENT_PARTS_TOTAL,
+    MAX_INT32,
+    MAX_LOGIT_BIAS_ENTRIES,
+    MAX_MESSAGES,
+    MAX_SEED,
+    MAX_STOP_CHARS,
+    MAX_STOP_STRINGS_OPENAI,
+    MAX_STOP_TOKEN_IDS,
+    MAX_TOOL_CALLS,
+    MAX_TOOLS,
+    MIN_SEED,
+)
 
 Schema = dict[str, Any]
 
@@ -36,21 +51,22 @@ def _properties(card: ModelCard) -> Schema:
         "top_p": {"type": "number", "minimum": 0, "maximum": 1, "default": 1},
         "n": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1},
         "stream": {"type": "boolean", "default": False},
-        "max_tokens": {"type": "integer", "minimum": 1},
+        "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_INT32},
         "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2, "default": 0},
         "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2, "default": 0},
-        "max_completion_tokens": {"type": "integer", "minimum": 1},
-        "seed": {"type": "integer"},
+        "max_completion_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_INT32},
+        "seed": {"type": "integer", "minimum": MIN_SEED, "maximum": MAX_SEED},
         "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
-        "top_k": {"type": "integer", "minimum": -1},
+        "top_k": {"type": "integer", "minimum": -1, "maximum": MAX_INT32},
         "min_p": {"type": "number", "minimum": 0, "maximum": 1},
         "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 2},
         "user": {"type": "string"},
         "logprobs": {"type": "boolean", "default": False},
         "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20},
         "ignore_eos": {"type": "boolean", "default": False},
-        "min_tokens": {"type": "integer", "minimum": 0, "default": 0},
-        "stop_token_ids": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "min_tokens": {"type": "integer", "minimum": 0, "maximum": MAX_INT32, "default": 0},
+        "stop_token_ids": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": MAX_INT32},
+                           "maxItems": MAX_STOP_TOKEN_IDS},
         "include_stop_str_in_output": {"type": "boolean", "default": False},
         # vLLM's: prompts share cached prefixes only with requests of the same salt (a tenant's own)
         "cache_salt": {"type": "string", "minLength": 1, "maxLength": 1024},
@@ -58,17 +74,19 @@ def _properties(card: ModelCard) -> Schema:
             "type": "object",
             "propertyNames": {"pattern": "^[0-9]{1,9}$"},
             "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+            "maxProperties": MAX_LOGIT_BIAS_ENTRIES,
         },
     }
     nullable_refs = {"response_format": "ResponseFormat"}  # field -> component
     if card.accepts_tools:
-        optional["tools"] = {"type": "array", "items": _ref("ToolDefinition")}
+        optional["tools"] = {"type": "array", "items": _ref("ToolDefinition"), "maxItems": MAX_TOOLS}
         optional["parallel_tool_calls"] = {"type": "boolean"}
         nullable_refs["tool_choice"] = "ToolChoice"
-    stop = [{"type": "null"}, {"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]
+    stop_string = {"type": "string", "maxLength": MAX_STOP_CHARS}
+    stop = [{"type": "null"}, stop_string, {"type": "array", "items": stop_string, "maxItems": MAX_STOP_STRINGS_OPENAI}]
     return {
         "model": {"type": "string"},
-        "messages": {"type": "array", "minItems": 1, "items": _ref("Message")},
+        "messages": {"type": "array", "minItems": 1, "maxItems": MAX_MESSAGES, "items": _ref("Message")},
         **{name: {**field, "type": [field["type"], "null"]} for name, field in optional.items()},
         "stop": {"oneOf": stop},
         **{field: {"oneOf": [{"type": "null"}, _ref(component)]} for field, component in nullable_refs.items()},
@@ -82,7 +100,8 @@ def _components(card: ModelCard) -> Schema:
         "Message": {"oneOf": [_ref(name) for name in ("SystemMessage", "UserMessage", "AssistantMessage")]},
         "SystemMessage": _message("system", _ref("TextContent")),
         "UserMessage": _message(
-            "user", {"oneOf": [{"type": "string"}, {"type": "array", "items": {"oneOf": [_ref(p) for p in parts]}}]}
+            "user", {"oneOf": [{"type": "string"}, {"type": "array", "items": {"oneOf": [_ref(p) for p in parts]},
+                                                     "maxItems": MAX_CONTENT_PARTS}]}
         ),
         "AssistantMessage": {"oneOf": [_ref("AssistantMessageWithoutToolCalls")]},
         "AssistantMessageWithoutToolCalls": {
@@ -90,7 +109,7 @@ def _components(card: ModelCard) -> Schema:
             "not": {"required": ["tool_calls"]},
         },
         "TextContent": {
-            "oneOf": [{"type": "string"}, {"type": "array", "items": _ref("TextContentItem")}],
+            "oneOf": [{"type": "string"}, {"type": "array", "items": _ref("TextContentItem"), "maxItems": MAX_CONTENT_PARTS}],
             "description": "Text content that can be provided either as a simple string or as an array of "
             "TextContentItem objects",
         },
@@ -136,7 +155,7 @@ def _components(card: ModelCard) -> Schema:
                 {
                     "role": {"type": "string", "enum": ["assistant"]},
                     "content": {"oneOf": [{"type": "null"}, _ref("TextContent")]},  # null: an addition to 003
-                    "tool_calls": {"type": "array", "items": _ref("ToolCalls")},
+                    "tool_calls": {"type": "array", "items": _ref("ToolCalls"), "maxItems": MAX_TOOL_CALLS},
                 },
             ),
             "ToolCalls": _object(
@@ -187,13 +206,46 @@ def completion_request_schema(card: ModelCard) -> Schema:
         "required": ["prompt"],
         "properties": {
             **shared,
-            "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": "string"}}]},
+            "prompt": {"oneOf": [{"type": "string"},
+                                 {"type": "array", "minItems": 1, "maxItems": 16, "items": {"type": "string"}}]},
             "echo": {"type": ["boolean", "null"], "default": False},
             "logprobs": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
             "suffix": {"type": ["string", "null"]},
-            "best_of": {"type": ["integer", "null"], "minimum": 1},
+            "best_of": {"type": ["integer", "null"], "minimum": 1, "maximum": 16},
         },
     }
+
+
+def inlined(schema: Schema) -> Schema:
+    """`schema` without `$schema` and `components`, each `#/components/schemas/X` reference replaced by X's
+    definition (the request schemas have no cycles). Validating against it is about twice as fast, and it stands
+    alone inside another document (the OpenAPI one)."""
+    definitions = schema.get("components", {}).get("schemas", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+                return resolve(definitions[ref.rsplit("/", 1)[1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve({key: value for key, value in schema.items() if key not in ("$schema", "components")})
+
+
+def check_num_parts(body: Mapping[str, Any]) -> None:
+    """At most `MAX_CONTENT_PARTS_TOTAL` content parts (OpenAI) or images (Ollama) in all the messages together:
+    a bound the schema cannot say, checked before it (its validation costs about 0.1 ms a part)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return
+    num_parts = sum(len(message[key]) for message in messages if isinstance(message, dict)
+                    for key in ("content", "images") if isinstance(message.get(key), list))
+    if num_parts > MAX_CONTENT_PARTS_TOTAL:
+        raise InvalidRequest(f"messages: {num_parts} content parts in all; at most {MAX_CONTENT_PARTS_TOTAL} are "
+                             f"accepted in one request.", param="messages")
 
 
 def _leaves(error: ValidationError) -> list[ValidationError]:
@@ -236,6 +288,25 @@ def _path(leaf: ValidationError) -> list[str]:
     return path
 
 
+def _short(value: Any) -> str:
+    """`repr(value)`, cut to a length fit for an error message (the value may be a whole array)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}… ({len(text)} characters)"
+
+
+def _bound_message(leaf: ValidationError) -> str | None:
+    """The bound a value broke, said plainly (the validator's own message repeats the value, however long)."""
+    bound, value = leaf.validator_value, leaf.instance
+    match leaf.validator:
+        case "maxItems":
+            return f"is too long: {len(value)} items; at most {bound} are accepted"
+        case "maxLength":
+            return f"is too long: {len(value)} characters; at most {bound} are accepted"
+        case "maxProperties":
+            return f"has too many entries: {len(value)}; at most {bound} are accepted"
+    return None
+
+
 def _describe(error: ValidationError) -> tuple[str | None, str]:
     """The param (dotted path) and message of the most specific error under `error`."""
     leaves = _leaves(error)
@@ -243,7 +314,7 @@ def _describe(error: ValidationError) -> tuple[str | None, str]:
     # latter is usually a oneOf branch for another type).
     best = max(leaves, key=lambda leaf: (len(_path(leaf)), {"type": 0, "required": 1}.get(leaf.validator, 2)))
     path = _path(best)
-    message = best.message
+    message = _bound_message(best) or best.message
     if best.validator in ("enum", "type"):
         allowed: list[Any] = []
         for leaf in leaves:
@@ -251,29 +322,57 @@ def _describe(error: ValidationError) -> tuple[str | None, str]:
                 values = leaf.validator_value if isinstance(leaf.validator_value, list) else [leaf.validator_value]
                 allowed += [value for value in values if value not in allowed]
         listed = ", ".join(repr(value) for value in allowed)
-        message = f"{best.instance!r} is not {'one of' if best.validator == 'enum' else 'of type'} {listed}"
+        message = f"{_short(best.instance)} is not {'one of' if best.validator == 'enum' else 'of type'} {listed}"
     elif best.validator == "required":
         message = "is required"
     elif best.validator == "not":
         message = "is not allowed here"
+    elif len(message) > 300:
+        message = message[:300] + "…"
     param = ".".join(path) or None
     return param, f"{param}: {message}" if param else message
 
 
-class RequestValidator:
-    """Validates request bodies against one card's schema (chat completions, or the `schema` given); one per card."""
+def first_error(validator: Draft7Validator, body: Mapping[str, Any]) -> ValidationError | None:
+    """The shallowest error (a missing `messages` before a bad message), the first in schema order among equals.
 
-    def __init__(self, card: ModelCard, schema: Schema | None = None) -> None:
+    Errors come lazily in schema order, and the top-level keywords (`type`, `required`) come before `properties`:
+    once an error on a top-level field is seen, none shallower can follow, so the rest of the body (a long array
+    past its `maxItems`) is not walked.
+    """
+    best: ValidationError | None = None
+    for error in validator.iter_errors(body):
+        if best is None or len(error.absolute_path) < len(best.absolute_path):
+            best = error
+        if len(best.absolute_path) <= 1:
+            break
+    return best
+
+
+class RequestValidator:
+    """Validates request bodies against one card's schema (chat completions, or the `schema` given); one per card.
+
+    `check_capabilities`, when given, runs first: it refuses what the card cannot do (tools, images) with
+    `UnsupportedCapability` rather than as a field the schema does not know."""
+
+    def __init__(self, card: ModelCard, schema: Schema | None = None, *,
+                 check_capabilities: Callable[[ModelCard, Mapping[str, Any]], None] | None = None) -> None:
         self._card = card
         self.schema = request_schema(card) if schema is None else schema
-        self._validator = Draft7Validator(self.schema)
+        self._validator = Draft7Validator(inlined(self.schema))
+        self._check_capabilities = check_capabilities
 
     def validate(self, body: object) -> None:
         """Raise `InvalidRequest` naming the offending field (dotted `param`) if `body` is not a valid request."""
         if not isinstance(body, dict):
             raise InvalidRequest("The request body must be a JSON object.", param=None)
-        # The shallowest error first (a missing `messages` before a bad message), then in schema order.
-        error = min(self._validator.iter_errors(body), key=lambda e: len(e.absolute_path), default=None)
+        if self._check_capabilities is not None:
+            self._check_capabilities(self._card, body)
+        check_num_parts(body)
+        try:
+            error = first_error(self._validator, body)
+        except RecursionError as exc:  # bodies read by faisca.api.body nest 64 levels at most
+            raise InvalidRequest("The request body is nested too deeply.") from exc
         if error is not None:
             param, message = _describe(error)
             if not self._card.accepts_images and param is not None and param.endswith(".type") and (

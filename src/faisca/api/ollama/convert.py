@@ -14,8 +14,9 @@ from typing import Any
 from faisca.api.ollama.protocol import DEFAULT_OPTIONS, KNOWN_OPTIONS
 from faisca.catalog import ModelCard
 from faisca.catalog.derive import quantization_name
+from faisca.catalog.ollama_schema import validators
 from faisca.chat.tooldefs import checked_schema, tools_from_definitions
-from faisca.errors import InvalidRequest
+from faisca.errors import UnsupportedCapability
 from faisca.types import (
     ChatEnd,
     ChatEvent,
@@ -45,70 +46,44 @@ def model_name(card: ModelCard) -> str:
     return next((alias for alias in card.aliases if ":" in alias), card.id)
 
 
-def _require(body: Mapping[str, Any], key: str, kind: type, what: str) -> Any:
-    value = body.get(key)
-    if not isinstance(value, kind):
-        raise InvalidRequest(f"{key}: {what}", param=key)
-    return value
+def _option(options: Mapping[str, Any], key: str) -> Any:
+    """An option's value; Ollama's default when left out (or null)."""
+    value = options.get(key)
+    return DEFAULT_OPTIONS.get(key) if value is None else value
 
 
-def _number(options: Mapping[str, Any], key: str) -> float:
-    value = options.get(key, DEFAULT_OPTIONS.get(key, 0.0))
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRequest(f"options.{key} must be a number", param=f"options.{key}")
-    return float(value)
-
-
-def sampling_from_options(options: Any) -> SamplingParams:
-    if options is None:
-        options = {}
-    if not isinstance(options, Mapping):
-        raise InvalidRequest("options must be an object", param="options")
+def sampling_from_options(options: Mapping[str, Any] | None) -> SamplingParams:
+    """`options` that passed the schema, as sampling parameters (Ollama's defaults for those left out)."""
+    options = options or {}
     if unknown := sorted(set(options) - KNOWN_OPTIONS):
         logger.info("ignoring Ollama options faisca does not use: %s", ", ".join(unknown))
     num_predict = options.get("num_predict")
     stop = options.get("stop") or ()
-    if isinstance(stop, str):
-        stop = (stop,)
-    if not all(isinstance(item, str) for item in stop):
-        raise InvalidRequest("options.stop must be a list of strings", param="options.stop")
-    seed = options.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise InvalidRequest("options.seed must be an integer", param="options.seed")
-    temperature = _number(options, "temperature")
-    if temperature < 0:
-        raise InvalidRequest("options.temperature must be >= 0", param="options.temperature")
     return SamplingParams(
-        temperature=temperature,
-        top_p=min(max(_number(options, "top_p"), 0.0), 1.0),
-        top_k=max(int(_number(options, "top_k")), 0),
-        min_p=min(max(_number(options, "min_p"), 0.0), 1.0),
-        repeat_penalty=max(_number(options, "repeat_penalty"), 1e-3),
-        presence_penalty=_number(options, "presence_penalty"),
-        frequency_penalty=_number(options, "frequency_penalty"),
-        seed=seed,
-        # -1 (forever) and -2 (fill the context) both mean: as much as the context allows
-        max_tokens=int(num_predict) if isinstance(num_predict, int) and num_predict > 0 else None,
-        stop=tuple(stop),
+        temperature=float(_option(options, "temperature")),
+        top_p=float(_option(options, "top_p")),
+        top_k=max(int(_option(options, "top_k")), 0),  # -1 and 0: off
+        min_p=float(_option(options, "min_p")),
+        repeat_penalty=float(_option(options, "repeat_penalty")),
+        presence_penalty=float(options.get("presence_penalty") or 0.0),
+        frequency_penalty=float(options.get("frequency_penalty") or 0.0),
+        seed=None if options.get("seed") is None else int(options["seed"]),
+        # 0, -1 (until the context ends) and -2 (fill the context) all mean: as much as the context allows
+        max_tokens=int(num_predict) if num_predict is not None and num_predict > 0 else None,
+        stop=(stop,) if isinstance(stop, str) else tuple(stop),
     )
 
 
 def _with_logprobs(sampling: SamplingParams, body: Mapping[str, Any]) -> SamplingParams:
     """Ollama's top-level `logprobs` (bool) and `top_logprobs` (0-20, read only with `logprobs`)."""
-    num_top = body.get("top_logprobs") or 0
-    if isinstance(num_top, bool) or not isinstance(num_top, int) or not 0 <= num_top <= 20:
-        raise InvalidRequest("top_logprobs must be between 0 and 20", param="top_logprobs")
-    if not isinstance(body.get("logprobs") or False, bool):
-        raise InvalidRequest("logprobs must be true or false", param="logprobs")
-    return dataclasses.replace(sampling, top_logprobs=num_top) if body.get("logprobs") else sampling
+    return dataclasses.replace(sampling, top_logprobs=int(body.get("top_logprobs") or 0)) if body.get("logprobs") \
+        else sampling
 
 
-def _num_ctx(options: Any) -> int | None:
+def _num_ctx(options: Mapping[str, Any] | None) -> int | None:
     """`options.num_ctx`: a context for this request smaller than the model's; None (or 0) for the model's."""
-    num_ctx = options.get("num_ctx") if isinstance(options, Mapping) else None
-    if num_ctx is not None and (isinstance(num_ctx, bool) or not isinstance(num_ctx, int) or num_ctx < 0):
-        raise InvalidRequest("options.num_ctx must be a whole number of tokens", param="options.num_ctx")
-    return num_ctx or None
+    num_ctx = (options or {}).get("num_ctx")
+    return int(num_ctx) if num_ctx else None
 
 
 def _format(body: Mapping[str, Any]) -> ResponseFormat | None:
@@ -117,29 +92,33 @@ def _format(body: Mapping[str, Any]) -> ResponseFormat | None:
         return None
     if wire == "json":
         return ResponseFormat()
-    if isinstance(wire, Mapping):
-        return ResponseFormat(checked_schema(wire, param="format", what="the format"))
-    raise InvalidRequest('format must be "json" or a JSON schema', param="format")
+    return ResponseFormat(checked_schema(wire, param="format", what="the format"))
 
 
-def _images(images: Any, param: str) -> tuple[ContentPart, ...]:
-    if images is None:
-        return ()
-    if not isinstance(images, list) or not all(isinstance(image, str) for image in images):
-        raise InvalidRequest(f"{param} must be a list of base64 strings", param=param)
+def _images(images: list[str] | None, param: str) -> tuple[ContentPart, ...]:
     # Raw base64, as Ollama takes it; what it holds is decided by decoding it.
     return tuple(ImagePart(f"data:application/octet-stream;base64,{image}", param=f"{param}.{number}")
-                 for number, image in enumerate(images))
+                 for number, image in enumerate(images or ()))
 
 
 def _content(text: str, images: tuple[ContentPart, ...]) -> str | tuple[ContentPart, ...]:
     return (TextPart(text), *images) if images else text
 
 
+def _refuse_unimplemented(body: Mapping[str, Any]) -> None:
+    """Generate fields a client would silently lose are refused instead."""
+    for key, what in (("suffix", "inserting text (fill-in-the-middle) is not supported"),
+                      ("template", "the model's own chat template is always used"),
+                      ("context", "faisca returns no `context` to continue from; send the conversation to /api/chat")):
+        if body.get(key):
+            raise UnsupportedCapability(f"{key}: {what}.", param=key)
+
+
 def from_generate(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
+    """An `/api/generate` body (validated here against the card's schema), as a neutral `ChatRequest`."""
+    validators(card).generate.validate(body)
+    _refuse_unimplemented(body)
     prompt = body.get("prompt") or ""
-    if not isinstance(prompt, str):
-        raise InvalidRequest("prompt must be a string", param="prompt")
     sampling = _with_logprobs(sampling_from_options(body.get("options")), body)
     images = _images(body.get("images"), "images")
     messages = []
@@ -147,7 +126,7 @@ def from_generate(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
         messages = [Message("user", images)] if images else []
     else:
         if system := body.get("system"):
-            messages.append(Message("system", str(system)))
+            messages.append(Message("system", system))
         messages.append(Message("user", _content(prompt, images)))
     # Ollama fits what it can in the context, and never refuses an answer for its length.
     return ChatRequest(card.id, tuple(messages), sampling, response_format=_format(body),
@@ -155,13 +134,7 @@ def from_generate(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
                        max_context_tokens=_num_ctx(body.get("options")), fit_context=True)
 
 
-def _chat_message(index: int, wire: Any) -> Message:
-    if not isinstance(wire, Mapping) or wire.get("role") not in ("system", "user", "assistant", "tool"):
-        raise InvalidRequest(f"messages.{index}.role must be one of system, user, assistant, tool",
-                             param=f"messages.{index}.role")
-    content = wire.get("content") or ""
-    if not isinstance(content, str):
-        raise InvalidRequest(f"messages.{index}.content must be a string", param=f"messages.{index}.content")
+def _chat_message(index: int, wire: Mapping[str, Any]) -> Message:
     calls = tuple(
         ToolCall(str(call.get("id") or f"call{index}x{number}"), call["function"]["name"],
                  json.dumps(call["function"].get("arguments") or {}, ensure_ascii=False))
@@ -169,15 +142,16 @@ def _chat_message(index: int, wire: Any) -> Message:
     )
     images = _images(wire.get("images"), f"messages.{index}.images")
     tool_call_id = wire.get("tool_call_id") or wire.get("tool_name") if wire["role"] == "tool" else None
-    return Message(wire["role"], _content(content, images), calls, tool_call_id)
+    return Message(wire["role"], _content(wire.get("content") or "", images), calls, tool_call_id)
 
 
 def from_chat(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
-    messages = _require(body, "messages", list, "messages must be a list")
+    """An `/api/chat` body (validated here against the card's schema), as a neutral `ChatRequest`."""
+    validators(card).chat.validate(body)
     tools = tools_from_definitions(body.get("tools") or [])
     return ChatRequest(
         card.id,
-        tuple(_chat_message(index, message) for index, message in enumerate(messages)),
+        tuple(_chat_message(index, message) for index, message in enumerate(body["messages"])),
         _with_logprobs(sampling_from_options(body.get("options")), body),
         tools=tools,
         tool_choice="auto" if tools else "none",

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from faisca.api.body import read_json_object
+from faisca.api.body import read_json_object, read_request
+from faisca.api.openapi import card_for_any_model, request_body
 from faisca.api.errors import ollama_error_body
 from faisca.api.ollama import convert
 from faisca.api.ollama.protocol import OLLAMA_API_VERSION
 from faisca.api.streaming import as_faisca_error, dumps, unless_disconnected
 from faisca.catalog import ModelCard
+from faisca.catalog.ollama_schema import chat_schema, generate_schema, validators
 from faisca.config import Settings
 from faisca.engine.weights import resolve_gguf
 from faisca.errors import FaiscaError, InvalidRequest, ModelNotFound
 from faisca.service import ChatService
+from faisca.types import ChatRequest
+
+
+_SHOW_SCHEMA = {"type": "object", "properties": {"model": {"type": "string"}, "name": {"type": "string"}}}
 
 
 def build_router(service: ChatService, settings: Settings, *, started_at: int) -> APIRouter:
@@ -67,7 +74,7 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
             for served in service.registry.ready_models()
         ]}
 
-    @router.post("/show")
+    @router.post("/show", openapi_extra=request_body(_SHOW_SCHEMA, model_ids=None))
     async def show(request: Request) -> dict[str, Any]:
         card = resolve(await read_json_object(request, max_bytes=settings.max_body_bytes))
         details = convert.model_details(card, metadata(card))
@@ -86,27 +93,44 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
             "modified_at": modified_at,
         }
 
-    async def answer(request: Request, *, chat: bool) -> JSONResponse | StreamingResponse:
-        body = await read_json_object(request, max_bytes=settings.max_body_bytes)
+    def parse(body: dict[str, Any], *, chat: bool) -> tuple[dict[str, Any], ModelCard, ChatRequest | None]:
+        """The body's card and request, validated against the card's schema; None for a generate that only loads."""
         card = resolve(body)
-        name = body["model"] if isinstance(body.get("model"), str) else convert.model_name(card)
         if not chat and not body.get("prompt") and not body.get("raw") and not body.get("images"):
+            validators(card).generate.validate(body)
+            return body, card, None
+        return body, card, convert.from_chat(body, card) if chat else convert.from_generate(body, card)
+
+    async def answer(request: Request, *, chat: bool) -> JSONResponse | StreamingResponse:
+        body, card, chat_request = await read_request(request, max_bytes=settings.max_body_bytes,
+                                                      parse=functools.partial(parse, chat=chat))
+        name = body["model"] if isinstance(body.get("model"), str) else convert.model_name(card)
+        if chat_request is None:
             service.registry.get(card)  # an empty prompt loads the model (here: checks it is ready)
             return JSONResponse({"model": name, "created_at": convert.now_iso(), "response": "", "done": True,
                                  "done_reason": "load"})
-        chat_request = convert.from_chat(body, card) if chat else convert.from_generate(body, card)
         lines = convert.to_lines(await service.start_chat(chat_request), model=name, chat=chat)
-        if body.get("stream", True):
+        if body.get("stream", True) is not False:
             return StreamingResponse(_ndjson(lines), media_type="application/x-ndjson")
         return JSONResponse(convert.fold_lines(await unless_disconnected(request, _collect(lines)), chat=chat))
 
-    @router.post("/generate", response_model=None)
+    openapi_card = card_for_any_model(service.registry.served_cards or list(service.catalog))
+    models = [card.id for card in service.registry.served_cards]
+
+    @router.post("/generate", response_model=None,
+                 openapi_extra=request_body(generate_schema(openapi_card), model_ids=models))
     async def generate(request: Request) -> JSONResponse | StreamingResponse:
         return await answer(request, chat=False)
 
-    @router.post("/chat", response_model=None)
+    @router.post("/chat", response_model=None, openapi_extra=request_body(chat_schema(openapi_card), model_ids=models))
     async def chat(request: Request) -> JSONResponse | StreamingResponse:
         return await answer(request, chat=True)
+
+    @router.get("/schema/{kind}")
+    async def schema(kind: Literal["chat", "generate"], model: str) -> JSONResponse:
+        """The draft-07 JSON Schema `/api/chat` or `/api/generate` bodies for `model` are validated against."""
+        card = resolve({"model": model})
+        return JSONResponse(validators(card).chat.schema if kind == "chat" else validators(card).generate.schema)
 
     return router
 

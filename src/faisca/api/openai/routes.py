@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -13,12 +14,14 @@ from faisca.api.errors import openai_error_body
 from faisca.api.openai import completions, convert
 from faisca.api.openai.protocol import ModelList, ModelObject
 from faisca.api.streaming import dumps, sse_frames, unless_disconnected
-from faisca.api.body import read_json_object
+from faisca.api.body import read_request
+from faisca.api.openapi import card_for_any_model, request_body
 from faisca.catalog import ModelCard
-from faisca.catalog.schema import RequestValidator, completion_request_schema
+from faisca.catalog.schema import RequestValidator, completion_request_schema, request_schema
 from faisca.config import Settings
 from faisca.errors import InvalidRequest
 from faisca.service import ChatService, fold_chat
+from faisca.types import ChatRequest
 
 
 def _requested_card(service: ChatService, body: Mapping[str, object]) -> ModelCard:
@@ -60,12 +63,24 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
         card_fields = card.model_dump(mode="json", exclude={"runtime", "id"})
         return {**model_object(card).model_dump(), **card_fields, "served": service.registry.is_served(card)}
 
-    @router.post("/chat/completions", response_model=None)
-    async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
-        body = convert.without_null_message_fields(await read_json_object(request, max_bytes=settings.max_body_bytes))
+    def parse_chat(wire: dict[str, Any]) -> tuple[dict[str, Any], ModelCard, ChatRequest]:
+        body = convert.without_null_message_fields(wire)
         card = _requested_card(service, body)
         validators[card.id].validate(body)
-        chat_request = convert.to_chat_request(body, card)
+        return body, card, convert.to_chat_request(body, card)
+
+    def parse_completion(body: dict[str, Any]) -> tuple[dict[str, Any], ModelCard, ChatRequest]:
+        card = _requested_card(service, body)
+        completion_validators[card.id].validate(body)
+        return body, card, completions.to_completion_request(body, card)
+
+    openapi_card = card_for_any_model(service.registry.served_cards or list(service.catalog))
+    models = [card.id for card in service.registry.served_cards]
+
+    @router.post("/chat/completions", response_model=None,
+                 openapi_extra=request_body(request_schema(openapi_card), model_ids=models))
+    async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
+        body, card, chat_request = await read_request(request, max_bytes=settings.max_body_bytes, parse=parse_chat)
         events = await service.start_chat(chat_request)
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.get("stream"):
@@ -86,12 +101,11 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
         completion = convert.to_chat_completion(result, completion_id=completion_id, created=created, model=card.id)
         return JSONResponse(completion.model_dump(mode="json"))
 
-    @router.post("/completions", response_model=None)
+    @router.post("/completions", response_model=None,
+                 openapi_extra=request_body(completion_request_schema(openapi_card), model_ids=models))
     async def text_completions(request: Request) -> JSONResponse | StreamingResponse:
-        body = await read_json_object(request, max_bytes=settings.max_body_bytes)
-        card = _requested_card(service, body)
-        completion_validators[card.id].validate(body)
-        completion_request = completions.to_completion_request(body, card)
+        body, card, completion_request = await read_request(request, max_bytes=settings.max_body_bytes,
+                                                            parse=parse_completion)
         echo = (completion_request.raw_prompt or "") if body.get("echo") else ""
         events = await service.start_chat(completion_request)
         completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())

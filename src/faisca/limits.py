@@ -1,0 +1,39 @@
+"""The request limits both API surfaces enforce, in one place (the README's "Limits" table lists them).
+
+Each bounds work the server would otherwise do per request without a bound (parsing, validating, rendering,
+grammar compilation, per-step sampling), or a number that must fit the machine types below (numpy, ctypes).
+A request over a limit is refused with a 400 naming the field, before any of that work starts.
+"""
+
+from __future__ import annotations
+
+# Body JSON: nesting depth (objects and arrays), counted from the body itself (depth 1).
+MAX_JSON_DEPTH = 64
+
+# Bodies at most this long are parsed and validated on the event loop (well under a millisecond); longer ones in a
+# worker thread, so that a large body never stalls other requests' streams.
+MAX_INLINE_BODY_BYTES = 64 * 1024
+
+# Conversation shape.
+MAX_MESSAGES = 2048  # messages per chat request (OpenAI's own bound)
+MAX_CONTENT_PARTS = 256  # parts of one message's content (text and image parts; Ollama: its images)
+MAX_CONTENT_PARTS_TOTAL = 1024  # the same, all messages together (schema validation costs ~0.1 ms a part)
+
+# Stop conditions and token lists.
+MAX_STOP_STRINGS_OPENAI = 4  # OpenAI's `stop`: up to 4 sequences, as OpenAI documents
+MAX_STOP_STRINGS = 16  # Ollama's `options.stop`
+MAX_STOP_CHARS = 256  # characters in one stop string
+MAX_STOP_TOKEN_IDS = 256  # vLLM's `stop_token_ids`
+MAX_LOGIT_BIAS_ENTRIES = 1024  # `logit_bias` entries (token id -> bias)
+
+# Tools and JSON Schemas (tool `parameters`, `response_format.json_schema.schema`, Ollama's `format`).
+MAX_TOOLS = 128  # tool definitions per request (OpenAI's own bound)
+MAX_TOOL_CALLS = 128  # tool calls in one assistant message of the history
+MAX_SCHEMA_DEPTH = 32  # nesting of objects and arrays inside one JSON Schema
+MAX_SCHEMA_CHARS = 64 * 1024  # one JSON Schema, as compact JSON
+MAX_TOOL_SCHEMAS_CHARS = 256 * 1024  # all of a request's tool `parameters` together, as compact JSON
+
+# Integers, so that every one fits the types it reaches (C int for token counts and ids, 64 bits for seeds).
+MAX_INT32 = 2**31 - 1
+MIN_SEED = -(2**63)
+MAX_SEED = 2**64 - 1
