@@ -233,7 +233,11 @@ class LlamaCppEngine:
         kv_cache_tokens = max(kv_cache_tokens or max_context_tokens, max_context_tokens)
         logger.info("loading %s from %s (context %d tokens per sequence, KV cache %d tokens, %d sequences, %d threads)",
                     name, gguf_path, max_context_tokens, kv_cache_tokens, max_num_seqs, num_threads)
-        model = _internals.LlamaModel(path_model=str(gguf_path), params=llama_cpp.llama_model_default_params(), verbose=False)
+        model_params = llama_cpp.llama_model_default_params()
+        # No extra buffer types (AMX, repacked weights): on this CPU (Xeon with AMX) llama.cpp 0.3.36's AMX matmul
+        # segfaults in the first llama_decode; plain CPU buffers run everywhere.
+        model_params.use_extra_bufts = False
+        model = _internals.LlamaModel(path_model=str(gguf_path), params=model_params, verbose=False)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = kv_cache_tokens
         params.n_batch = params.n_ubatch = max_batch_tokens
