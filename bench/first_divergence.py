@@ -137,7 +137,8 @@ def main() -> None:
         for i, size in enumerate(sizes):
             for j in range(size):
                 p = pos + j
-                b.token[j] = tokens[p]; b.pos[j] = p; b.n_seq_id[j] = 1; b.seq_id[j][0] = 0; b.logits[j] = p == len(tokens) - 1
+                b.token[j], b.pos[j], b.n_seq_id[j] = tokens[p], p, 1
+                b.seq_id[j][0], b.logits[j] = 0, p == len(tokens) - 1
             b.n_tokens = size
             is_last = i == len(sizes) - 1
             captured.clear()

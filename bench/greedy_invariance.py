@@ -95,7 +95,7 @@ CONFIGS = {
 }
 
 
-def worker(name: str, num_prompts: int, cases_wanted: list[str] | None, with_speed: bool) -> dict:
+def worker(name: str, num_prompts: int, cases_wanted: list[str] | None, with_speed: bool, num_threads: int) -> dict:
     config = CONFIGS[name]
     import numpy as np
     import llama_cpp as L
@@ -109,7 +109,6 @@ def worker(name: str, num_prompts: int, cases_wanted: list[str] | None, with_spe
     model = L.llama_model_load_from_file(str(assemble()).encode(), model_params)
     vocab = L.llama_model_get_vocab(model)
     num_vocab = L.llama_vocab_n_tokens(vocab)
-    num_threads = len(os.sched_getaffinity(0))
 
     def tokenize(text: str) -> list[int]:
         data = text.encode()
@@ -336,7 +335,8 @@ def worker(name: str, num_prompts: int, cases_wanted: list[str] | None, with_spe
     if not with_speed:
         L.llama_model_free(model)
         return report
-    report["speed"] = {"decode_1": decode_speed(1, 48), "decode_4": decode_speed(4, 24), "decode_8": decode_speed(8, 16),
+    report["speed"] = {"decode_1": decode_speed(1, 48), "decode_4": decode_speed(4, 24),
+                       "decode_8": decode_speed(8, 16),
                        "prefill_400": prefill_speed(400)}
     L.llama_model_free(model)
     return report
@@ -368,6 +368,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the prompts")
     parser.add_argument("--case", action="append", help="only this case (repeatable; cold is always run)")
     parser.add_argument("--no-speed", action="store_true", help="skip the tokens/s measurements")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="llama.cpp threads (default: the cores this process may use; on a box shared with other "
+                             "busy processes use 1: ggml's threads wait for each other at every operation)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.list:
@@ -375,12 +378,13 @@ def main() -> None:
             print(f"{name:28} {config.note}")
         return
     if args.worker:
-        print(json.dumps(worker(args.worker, args.prompts, args.case, not args.no_speed)))
+        print(json.dumps(worker(args.worker, args.prompts, args.case, not args.no_speed, args.threads)))
         return
     reports = []
     for name in args.config or list(CONFIGS):
         env = {**os.environ, **CONFIGS[name].env}
-        command = [sys.executable, __file__, "--worker", name, "--prompts", str(args.prompts)]
+        command = [sys.executable, __file__, "--worker", name, "--prompts", str(args.prompts), "--threads",
+                   str(args.threads)]
         command += [f"--case={case}" for case in args.case or []] + (["--no-speed"] if args.no_speed else [])
         done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
         if done.returncode != 0:

@@ -65,7 +65,8 @@ def test_the_same_request_beside_itself_gives_the_same_text(own_server: RunningS
                                           timeout=300)
         body = {**REQUEST, "messages": [{"role": "user", "content": "Describe a harbour at dawn in a few lines."}]}
         alone = await async_client.chat.completions.create(**body)  # type: ignore[arg-type]
-        together = await asyncio.gather(*(async_client.chat.completions.create(**body) for _ in range(3)))  # type: ignore[arg-type]
+        copies = (async_client.chat.completions.create(**body) for _ in range(3))  # type: ignore[arg-type]
+        together = await asyncio.gather(*copies)
         return [alone.choices[0].message.content, *(result.choices[0].message.content for result in together)]
 
     texts = asyncio.run(run())

@@ -3,7 +3,7 @@
 Temperature 0 must give the same text for the same request whether its prompt is computed cold, comes from the
 prefix cache, or is batched beside other requests. On the CPU, ggml picks a kernel for each operation by the number
 of rows (tokens) in the micro-batch, and the kernels round differently, so the same token computed in batches of
-different shapes gets logits that differ by up to ~1 (bench/greedy_invariance.py and bench/first_divergence.py
+different shapes gets logits that differ by up to ~2.6 (bench/greedy_invariance.py and bench/first_divergence.py
 measure it; bench/RESULTS.md has the numbers):
 
 - Weights in "extra buffer types" (repacked for AVX2/AVX-512 and multiplied in groups of 4 rows with the remainder
