@@ -40,6 +40,7 @@ from typing import Literal
 import numpy as np
 
 from faisca.engine.base import EngineEvent, EnginePrompt, EngineStats, ModelTokens, PromptAccepted, PromptImage, TokenOut
+from faisca.engine.batch_invariance import make_batch_invariant
 from faisca.engine.constraint import ConstraintCompiler, TokenConstraint
 from faisca.engine.logprobs import token_logprobs
 from faisca.engine.native_log import NativeLog
@@ -240,12 +241,12 @@ class LlamaCppEngine:
         kv_cache_tokens = max(kv_cache_tokens or max_context_tokens, max_context_tokens)
         logger.info("loading %s from %s (context %d tokens per sequence, KV cache %d tokens, %d sequences, %d threads)",
                     name, gguf_path, max_context_tokens, kv_cache_tokens, max_num_seqs, num_threads)
-        model_params = llama_cpp.llama_model_default_params()
+        model_params, params = llama_cpp.llama_model_default_params(), llama_cpp.llama_context_default_params()
         # No extra buffer types (AMX, repacked weights): on this CPU (Xeon with AMX) llama.cpp 0.3.36's AMX matmul
-        # segfaults in the first llama_decode; plain CPU buffers run everywhere.
-        model_params.use_extra_bufts = False
+        # segfaults in the first llama_decode; plain CPU buffers run everywhere. Then the settings that make a token's
+        # numbers independent of its batch (temperature 0 reproducible, README "Reproducibility").
+        make_batch_invariant(model_params, params)
         model = _internals.LlamaModel(path_model=str(gguf_path), params=model_params, verbose=False)
-        params = llama_cpp.llama_context_default_params()
         params.n_ctx = kv_cache_tokens
         params.n_batch = params.n_ubatch = max_batch_tokens
         params.n_seq_max = max_num_seqs
@@ -253,7 +254,12 @@ class LlamaCppEngine:
         params.kv_unified = True  # sequences share cells: prefix copies are metadata-only
         params.swa_full = True  # sliding-window layers keep every cell, so prefixes can be reused
         params.no_perf = True
-        context = _internals.LlamaContext(model=model, params=params, verbose=False)
+        try:
+            context = _internals.LlamaContext(model=model, params=params, verbose=False)
+        except ValueError:  # a Q8_0 V cache needs a head size that is a multiple of 32
+            logger.warning("%s: no Q8_0 V cache for this model: its results depend on the batch", name)
+            params.type_v = llama_cpp.GGML_TYPE_F16
+            context = _internals.LlamaContext(model=model, params=params, verbose=False)
         vision = None
         if projector_path is not None:
             try:
