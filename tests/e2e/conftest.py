@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -26,3 +27,17 @@ def client(server: RunningServer) -> openai.OpenAI:
 def http(server: RunningServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base_url, timeout=120) as session:
         yield session
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path) -> Iterator[RunningServer]:
+    """A server of the test's own, for a test that compares answers across requests. Greedy (and seeded) answers are
+    exact whether a prompt is cold, cached or batched, but not once a sequence's later KV cells lie before its earlier
+    ones, which other requests' freed cells on a warm, shared server can cause (README "Reproducibility")."""
+    with serving(tmp_path, "--model", "gemma3:270m", "--model", "smollm2", "--ctx-size", str(CONTEXT_TOKENS)) as running:
+        yield running
+
+
+@pytest.fixture
+def fresh_client(fresh_server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{fresh_server.base_url}/v1", api_key="unused", max_retries=0, timeout=120)

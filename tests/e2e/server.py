@@ -11,6 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import http.server
+import threading
+
 import httpx
 
 GEMMA = "google-gemma-3-270m"
@@ -71,3 +74,15 @@ def serving(log_dir: Path, *args: str) -> Iterator[RunningServer]:
         yield running
     finally:
         running.stop()
+
+
+@contextmanager
+def serving_http(host: str, handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A plain HTTP server on `host` (an image host for the tests) for the length of the block; its base URL."""
+    server = http.server.ThreadingHTTPServer((host, 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

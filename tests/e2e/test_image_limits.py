@@ -13,7 +13,6 @@ import functools
 import gzip
 import http.server
 import re
-import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 
 from faisca.catalog import Catalog
 from faisca.engine.weights import resolve_gguf
-from tests.e2e.server import RunningServer, serving
+from tests.e2e.server import RunningServer, serving, serving_http
 from tests.pictures import png
 from tests.projector import write_tiny_gemma3_projector
 
@@ -79,11 +78,8 @@ class _ImageHost(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def image_host() -> Iterator[str]:
     two_layer_bomb()  # made before the server's memory is watched
-    server = http.server.ThreadingHTTPServer((IMAGE_HOST, 0), _ImageHost)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://{IMAGE_HOST}:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving_http(IMAGE_HOST, _ImageHost) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,8 @@ def test_auto_answers_with_content_or_a_valid_call(client: openai.OpenAI) -> Non
         assert choice.message.content is not None
 
 
-def test_streamed_deltas_reassemble_to_the_non_streamed_calls(client: openai.OpenAI) -> None:
+def test_streamed_deltas_reassemble_to_the_non_streamed_calls(fresh_client: openai.OpenAI) -> None:
+    client = fresh_client
     request = dict(model=GEMMA, messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=160, temperature=0)
     whole = client.chat.completions.create(**request).choices[0]  # type: ignore[call-overload]
     calls: dict[int, dict[str, str]] = {}

@@ -14,7 +14,6 @@ import io
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from PIL import Image
 
 from faisca.catalog import Catalog
 from faisca.engine.weights import resolve_gguf
-from tests.e2e.server import RunningServer, serving
+from tests.e2e.server import RunningServer, serving, serving_http
 from tests.pictures import png, png_claiming
 from tests.projector import TOKENS_PER_IMAGE, write_tiny_gemma3_projector
 
@@ -70,11 +69,8 @@ class _ImageHost(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def image_host() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer((IMAGE_HOST, 0), _ImageHost)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://{IMAGE_HOST}:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving_http(IMAGE_HOST, _ImageHost) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
