@@ -17,6 +17,7 @@ import math
 import re
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -137,7 +138,14 @@ async def read_request(request: Request, *, max_bytes: int, parse: Callable[[dic
     def work() -> T:
         return parse(parse_json_object(raw))
 
-    return work() if len(raw) <= MAX_INLINE_BODY_BYTES else await asyncio.to_thread(work)
+    if len(raw) <= MAX_INLINE_BODY_BYTES:
+        return work()
+    return await asyncio.get_running_loop().run_in_executor(_LARGE_BODIES, work)
+
+
+# Large bodies are read one at a time: each holds the GIL while it is parsed and checked, and a pool of them would
+# leave the event loop a turn only every few switch intervals (20 at once took /health's p99 to 180 ms).
+_LARGE_BODIES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="large-body")
 
 
 async def read_json_object(request: Request, *, max_bytes: int) -> dict[str, Any]:
