@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 
@@ -31,6 +32,13 @@ def test_show_prints_one_card() -> None:
 def test_show_schema_prints_json() -> None:
     result = faisca("show", "gemma3:270m", "--schema")
     assert result.returncode == 0 and '"$schema"' in result.stdout
+
+
+def test_show_vllm_prints_the_command_that_serves_the_card_on_gpus() -> None:
+    result = faisca("show", "mistral-small:24b", "--vllm", "--tensor-parallel-size", "2")
+    assert result.returncode == 0
+    assert shlex.split(result.stdout)[:3] == ["vllm", "serve", "casperhansen/mistral-small-24b-instruct-2501-awq"]
+    assert "--tensor-parallel-size 2" in result.stdout and "--tool-call-parser mistral" in result.stdout
 
 
 def test_unknown_model_is_one_clear_line() -> None:

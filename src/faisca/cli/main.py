@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
@@ -142,7 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list the model catalog with capabilities")
     show = commands.add_parser("show", help="show one model card")
     show.add_argument("model", metavar="MODEL", help="id, Hugging Face id or alias")
-    show.add_argument("--schema", action="store_true", help="print the model's request JSON Schema instead")
+    shown = show.add_mutually_exclusive_group()
+    shown.add_argument("--schema", action="store_true", help="print the model's request JSON Schema instead")
+    shown.add_argument("--vllm", action="store_true",
+                       help="print the `vllm serve` command that runs the card's checkpoint on GPUs instead")
+    show.add_argument("--tensor-parallel-size", type=_count(1), default=1, metavar="N",
+                      help="with --vllm: GPUs to shard the model over (default: %(default)s)")
     return parser
 
 
@@ -336,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
                     from faisca.catalog.schema import request_schema
 
                     print(json.dumps(request_schema(card), indent=2))
+                elif args.vllm:
+                    from faisca.catalog.vllm import vllm_serve_command
+
+                    print(shlex.join(vllm_serve_command(card, tensor_parallel_size=args.tensor_parallel_size)))
                 else:
                     _print_card(card)
             case "serve":

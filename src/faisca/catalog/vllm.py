@@ -1,0 +1,29 @@
+"""The `vllm serve` command a card implies, for running its checkpoint on GPUs with vLLM.
+
+Written from vLLM's documented command line (`vllm serve MODEL` and its engine arguments); nothing here runs vLLM.
+The checkpoint's quantization (GPTQ, AWQ) is read by vLLM from its `config.json`, so no `--quantization` is given.
+Every flag comes from a card field, never from the model's name.
+"""
+
+from __future__ import annotations
+
+import json
+
+from faisca.catalog.card import ModelCard
+from faisca.config import Settings
+
+
+def vllm_serve_command(card: ModelCard, *, tensor_parallel_size: int = 1, host: str = "0.0.0.0", port: int = 8000,
+                       max_images: int = Settings.max_images_per_request) -> list[str]:
+    """`vllm serve` for the card's Hugging Face checkpoint, served under the card's id with the card's context."""
+    command = ["vllm", "serve", card.hf_id, "--served-model-name", card.id, "--max-model-len", str(card.context_length),
+               "--host", host, "--port", str(port)]
+    if tensor_parallel_size > 1:
+        command += ["--tensor-parallel-size", str(tensor_parallel_size)]
+    if card.tool_format == "mistral":  # native calls: vLLM parses them into tool_calls itself
+        command += ["--tool-call-parser", "mistral", "--enable-auto-tool-choice"]
+    if card.input == "text+image":
+        command += ["--limit-mm-per-prompt", json.dumps({"image": max_images}, separators=(",", ":"))]
+    if card.lora:
+        command += ["--enable-lora"]
+    return command
