@@ -424,8 +424,7 @@ class LlamaCppEngine:
                     logger.exception("engine step failed")
                     for sequence in [*self._running.values(), *self._waiting]:
                         self._finish(sequence, error=exc)
-        for sequence in [*self._running.values(), *self._waiting]:
-            self._finish(sequence, error=EngineError("the engine is shutting down"))
+        # what is still running or waiting now is failed by `_run_thread`, however the loop ended
 
     def _take_commands(self, *, block: bool) -> bool:
         """Apply queued commands (waiting for one if `block`); False once asked to stop."""
