@@ -206,7 +206,7 @@ class VisionEncoder:
                 "template reads images in user messages only",
                 param="messages",
             )
-        tokens = list(tokenize(texts[0]))
+        tokens = tokenize(texts[0])
         prompt_images: list[PromptImage] = []
         for image, text in zip(images, texts[1:], strict=True):
             self._add_image(image, tokens, prompt_images)
