@@ -30,5 +30,7 @@ class Settings:
     max_images_per_request: int = 8  # more are refused (400) before any is fetched
     # networks image URLs may reach besides public addresses (a LAN image host); none by default
     image_allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
-    weights_paths: tuple[tuple[str, Path], ...] = ()  # (model id, GGUF path) from --weights
+    weights_paths: tuple[tuple[str, Path], ...] = ()
+    upstreams: tuple[tuple[str, str], ...] = ()  # (model id, OpenAI base URL) from --upstream; repeated: replicas
+    upstream_api_key: str | None = None  # sent to every upstream as `Authorization: Bearer` ($FAISCA_UPSTREAM_API_KEY)  # (model id, GGUF path) from --weights
     cards_dirs: tuple[Path, ...] = field(default_factory=tuple)

@@ -10,8 +10,10 @@
     ├── PayloadTooLarge            413
     ├── Overloaded(retry_after_s)  503 + Retry-After
     │   ├── NotReady               503 (still loading) + Retry-After
-    │   └── ShuttingDown           503 (draining before exit) + Retry-After
+    │   ├── ShuttingDown           503 (draining before exit) + Retry-After
+    │   └── NoReplica              503 (no upstream replica of the model is up) + Retry-After
     └── EngineError                500 (the engine failed; never the client's fault)
+        └── UpstreamError          502 (an upstream server failed or answered outside the protocol)
 """
 
 from __future__ import annotations
@@ -86,5 +88,15 @@ class ShuttingDown(Overloaded):
     code = "shutting_down"
 
 
+class NoReplica(Overloaded):
+    code = "no_replica_available"
+
+
 class EngineError(FaiscaError):
     pass
+
+
+class UpstreamError(EngineError):
+    status_code = 502
+    error_type = "server_error"
+    code = "upstream_error"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2, 2.5, 5, 10, 20, 40)
@@ -25,10 +26,44 @@ class _QueueCollector(Collector):
         yield waiting
 
 
+class ReplicaState(Protocol):
+    model: str
+    replica: str
+    is_up: bool
+    num_running: int
+    num_requests: int
+    num_errors: int
+
+
+class _ReplicaCollector(Collector):
+    """Per upstream replica (`faisca serve --upstream`): up or down, requests running on it, requests and errors."""
+
+    def __init__(self, read_replicas: Callable[[], Sequence[ReplicaState]]) -> None:
+        self._read_replicas = read_replicas
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        labels = ["model", "replica"]
+        up = GaugeMetricFamily("faisca_upstream_up", "1 while the upstream replica is up", labels=labels)
+        running = GaugeMetricFamily("faisca_upstream_requests_running", "Requests sent to the replica, not ended",
+                                    labels=labels)
+        requests = CounterMetricFamily("faisca_upstream_requests", "Requests sent to the replica", labels=labels)
+        errors = CounterMetricFamily("faisca_upstream_errors", "Requests the replica failed (connection errors, "
+                                     "5xx, broken streams)", labels=labels)
+        for state in self._read_replicas():
+            names = [state.model, state.replica]
+            up.add_metric(names, int(state.is_up))
+            running.add_metric(names, state.num_running)
+            requests.add_metric(names, state.num_requests)
+            errors.add_metric(names, state.num_errors)
+        yield from (up, running, requests, errors)
+
+
 class Metrics:
-    def __init__(self, read_queues: Callable[[], Mapping[str, tuple[int, int]]] = dict) -> None:
+    def __init__(self, read_queues: Callable[[], Mapping[str, tuple[int, int]]] = dict,
+                 read_replicas: Callable[[], Sequence[ReplicaState]] = list) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_QueueCollector(read_queues))
+        self.registry.register(_ReplicaCollector(read_replicas))
         self.requests = Counter("faisca_requests", "HTTP requests answered, by status code", ["status"],
                                 registry=self.registry)
         self.time_to_first_token_s = Histogram(
@@ -37,6 +72,9 @@ class Metrics:
         self.time_per_output_token_s = Histogram(
             "faisca_time_per_output_token_seconds", "Between consecutive generated tokens", ["model"],
             buckets=_LATENCY_BUCKETS_S, registry=self.registry)
+        self.upstream_time_to_first_token_s = Histogram(
+            "faisca_upstream_time_to_first_token_seconds", "From sending a request to an upstream replica to its "
+            "first token", ["model", "replica"], buckets=_LATENCY_BUCKETS_S, registry=self.registry)
         self.prompt_tokens = Counter("faisca_prompt_tokens", "Prompt tokens processed", ["model"], registry=self.registry)
         self.generation_tokens = Counter("faisca_generation_tokens", "Tokens generated", ["model"], registry=self.registry)
 

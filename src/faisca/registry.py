@@ -5,27 +5,65 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from faisca.catalog import Catalog, ModelCard
 from faisca.chat.literal import ControlTextEscaper
 from faisca.chat.template import ChatTemplate
-from faisca.engine.base import Engine
+from faisca.engine.base import Engine, EngineStats
 from faisca.engine.weights import missing_weights_message
-from faisca.errors import EngineError, FaiscaError, ModelUnavailable, NotReady
+from faisca.errors import EngineError, FaiscaError, ModelUnavailable, NoReplica, NotReady
+from faisca.fleet import Fleet, ReplicaStats
 
 logger = logging.getLogger("faisca.registry")
 
-EngineLoader = Callable[[ModelCard], Engine]
+EngineLoader = Callable[[ModelCard], Engine | Fleet]
 
 
 @dataclass(frozen=True)
 class ServedModel:
+    """A model whose weights run here."""
+
     card: ModelCard
     engine: Engine
     template: ChatTemplate
     escaper: ControlTextEscaper  # keeps client text from becoming the engine's control tokens
+
+    @property
+    def max_context_tokens(self) -> int:
+        return self.engine.max_context_tokens
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        return self.engine.metadata
+
+    @property
+    def stats(self) -> EngineStats:
+        return self.engine.stats
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    """A model served by upstream servers, faisca in front (`faisca.fleet`)."""
+
+    card: ModelCard
+    fleet: Fleet
+
+    @property
+    def max_context_tokens(self) -> int:
+        return self.fleet.max_model_len or self.card.context_length
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        return {}
+
+    @property
+    def stats(self) -> EngineStats:  # requests are queued upstream, not here
+        return EngineStats(num_running=sum(replica.outstanding for replica in self.fleet.replicas), num_waiting=0)
+
+
+AnyServed = ServedModel | RemoteModel
 
 
 def chat_template_for(card: ModelCard, engine: Engine) -> ChatTemplate:
@@ -49,7 +87,7 @@ class ModelRegistry:
         self.catalog = catalog
         self._load_engine = load_engine
         self._cards = [catalog.resolve(name) for name in served_ids]
-        self._ready: dict[str, ServedModel] = {}
+        self._ready: dict[str, AnyServed] = {}
         self._failed: dict[str, FaiscaError] = {}
         self._is_loading = True
 
@@ -66,7 +104,9 @@ class ModelRegistry:
         return {card.id: self._state(card.id) for card in self._cards}
 
     def _state(self, card_id: str) -> str:
-        if served := self._ready.get(card_id):
+        if isinstance(served := self._ready.get(card_id), RemoteModel):
+            return served.fleet.state()
+        if served:
             return "ready" if served.engine.is_alive else f"failed: {_stopped_message(card_id)}"
         if failure := self._failed.get(card_id):
             return f"failed: {failure.message}"
@@ -80,6 +120,10 @@ class ModelRegistry:
         for card in self._cards:
             try:
                 engine = await asyncio.to_thread(self._load_engine, card)
+                if isinstance(engine, Fleet):
+                    await engine.start()
+                    self._ready[card.id] = RemoteModel(card, engine)
+                    continue
                 self._ready[card.id] = ServedModel(card, engine, chat_template_for(card, engine),
                                                    ControlTextEscaper(engine.control_texts))
             except FaiscaError as exc:
@@ -90,16 +134,24 @@ class ModelRegistry:
                 self._failed[card.id] = ModelUnavailable(f"The model `{card.id}` failed to load: {exc}")
         self._is_loading = False
 
-    def ready_models(self) -> list[ServedModel]:
+    def ready_models(self) -> list[AnyServed]:
         return list(self._ready.values())
 
-    def max_context_tokens(self, card: ModelCard) -> int:
-        """The context a request to `card` gets here: the loaded engine's, else the card's own."""
-        served = self._ready.get(card.id)
-        return served.engine.max_context_tokens if served else card.context_length
+    def replica_stats(self) -> list[ReplicaStats]:
+        return [stat for served in self._ready.values() if isinstance(served, RemoteModel)
+                for stat in served.fleet.stats()]
 
-    def get(self, card: ModelCard) -> ServedModel:
-        if served := self._ready.get(card.id):
+    def max_context_tokens(self, card: ModelCard) -> int:
+        """The context a request to `card` gets here: the loaded engine's (or upstream's), else the card's own."""
+        served = self._ready.get(card.id)
+        return served.max_context_tokens if served else card.context_length
+
+    def get(self, card: ModelCard) -> AnyServed:
+        if isinstance(served := self._ready.get(card.id), RemoteModel):
+            if not served.fleet.num_up:
+                raise NoReplica(f"{served.fleet.why_down()}; retry shortly.", retry_after_s=2)
+            return served
+        if served:
             if not served.engine.is_alive:
                 raise EngineError(_stopped_message(card.id))
             return served
@@ -116,5 +168,5 @@ class ModelRegistry:
 
     async def close(self) -> None:
         for served in self._ready.values():
-            await served.engine.close()
+            await (served.fleet.aclose() if isinstance(served, RemoteModel) else served.engine.close())
         self._ready.clear()

@@ -16,16 +16,18 @@ from dataclasses import dataclass, field
 
 from faisca.catalog import ModelCard
 from faisca.chat.fit import conversation_cuts, longest_fitting
-from faisca.chat.plan import OutputPlan, plan_chat
+from faisca.chat.plan import OutputPlan, UpstreamPlan, plan_chat, plan_upstream, with_image_urls
 from faisca.chat.stops import StopMatcher
 from faisca.chat.toolcalls.base import (
     ParsedCallArguments, ParsedCallStart, ParsedEvent, ParsedReasoning, ParsedText, ToolCallParser, new_call_id,
 )
 from faisca.engine.base import Constraint, EnginePrompt, PromptAccepted
 from faisca.errors import ContextLengthExceeded, InvalidRequest, UnsupportedCapability
-from faisca.images import DecodedImage, ImageLoader
+from faisca.fleet import UpstreamCall, UpstreamStream
+from faisca.fleet.routing import conversation_affinity
+from faisca.images import DecodedImage, ImageLoader, png_data_uri
 from faisca.metrics import Metrics
-from faisca.registry import ModelRegistry, ServedModel
+from faisca.registry import ModelRegistry, RemoteModel, ServedModel
 from faisca.scheduler.admission import Admission, AdmissionLimits, AdmittedStream
 from faisca.types import (
     ChatEnd, ChatEvent, ChatRequest, ChoiceEnd, FinishReason, ImagePart, LogprobsDelta, ReasoningDelta, SampledLogprobs,
@@ -110,6 +112,8 @@ class ChatService:
         sources = image_sources(request)
         check_capabilities(card, sources)
         served = self.registry.get(card)
+        if isinstance(served, RemoteModel):
+            return await self._start_remote(served, request, sources)
         image_marker = served.engine.image_marker
         if sources and image_marker is None:
             raise UnsupportedCapability(
@@ -137,6 +141,64 @@ class ChatService:
             ticket.release()
             raise
         return AdmittedStream(self._generate(served, request, plan, prompt, max_new_tokens, constraints), ticket)
+
+    async def _start_remote(self, served: RemoteModel, request: ChatRequest,
+                            sources: list[tuple[str, str]]) -> AsyncIterator[ChatEvent]:
+        """A request to a model served upstream: checked, its images fetched and decoded here (the upstream gets them
+        as PNG data URIs), ReAct done here where the card needs it, and sent once a replica has begun answering."""
+        plan = plan_upstream(served.card, request)
+        self._images.check_count(sources)
+        ticket = self._admission(served.card).enter()
+        try:
+            messages = plan.messages
+            if sources:
+                images = await self._images.load_all(sources)
+                uris = await asyncio.gather(*(asyncio.get_running_loop().run_in_executor(
+                    self._preparing, png_data_uri, image) for image in images))
+                messages = with_image_urls(messages, iter(uris))
+            call = UpstreamCall(messages, request, native_tools=plan.native_tools, grammar=plan.grammar)
+            stream = await served.fleet.open(call, affinity=conversation_affinity(request))
+        except BaseException:
+            ticket.release()
+            raise
+        self.metrics.upstream_time_to_first_token_s.labels(served.card.id, stream.replica.key).observe(
+            stream.first_event_s)
+        return AdmittedStream(self._remote_events(served, request, plan, stream), ticket)
+
+    async def _remote_events(self, served: RemoteModel, request: ChatRequest, plan: UpstreamPlan,
+                             stream: UpstreamStream) -> AsyncIterator[ChatEvent]:
+        """An upstream's events as faisca's: text through the plan's parser (ReAct), tool calls with faisca's ids."""
+        model = served.card.id
+        started_at_s = time.perf_counter() - stream.first_event_s
+        calls = [_CallEvents(index, plan.new_parser() if plan.new_parser else None)
+                 for index in range(request.num_choices)]
+        first = True
+        async for event in stream.events():
+            if first and not isinstance(event, ChatEnd):
+                self.metrics.time_to_first_token_s.labels(model).observe(time.perf_counter() - started_at_s)
+                first = False
+            match event:
+                case TextDelta(choice_index=index, text=text) if index < len(calls):
+                    for chat_event in calls[index].feed(text):
+                        yield chat_event
+                case ToolCallStart(choice_index=index, call_index=call, name=name):
+                    calls[index].count_call(call)
+                    yield ToolCallStart(index, call, new_call_id(), name)
+                case ChoiceEnd(choice_index=index, finish_reason=finish_reason, stop_reason=stop_reason) \
+                        if index < len(calls):
+                    for chat_event in calls[index].finish(""):
+                        yield chat_event
+                    if calls[index].num_calls and finish_reason == "stop":
+                        finish_reason = "tool_calls"
+                    yield ChoiceEnd(index, finish_reason, stop_reason)
+                case ChatEnd(usage=usage):
+                    self.metrics.prompt_tokens.labels(model).inc(usage.prompt_tokens)
+                    self.metrics.generation_tokens.labels(model).inc(usage.completion_tokens)
+                    yield event
+                case TextDelta() | ChoiceEnd():
+                    pass  # a choice the request did not ask for
+                case _:
+                    yield event
 
     def _prepare(self, card: ModelCard, served: ServedModel, request: ChatRequest, images: tuple[DecodedImage, ...],
                  max_context_tokens: int) -> tuple[OutputPlan, EnginePrompt, list[Constraint | None]]:
@@ -315,6 +377,10 @@ class _CallEvents:
     @property
     def num_calls(self) -> int:
         return len(self._call_ids)
+
+    def count_call(self, call_index: int) -> None:
+        """A call that came whole from elsewhere (an upstream's native calling)."""
+        self._call_ids.setdefault(call_index, "")
 
     def feed(self, text: str) -> list[ChatEvent]:
         if self._parser is None:

@@ -55,10 +55,10 @@ def create_app(settings: Settings, registry: ModelRegistry, *, drain: Drain | No
     drain = drain or Drain()
 
     def queue_lengths() -> dict[str, tuple[int, int]]:
-        stats = {served.card.id: served.engine.stats for served in registry.ready_models()}  # one snapshot each
+        stats = {served.card.id: served.stats for served in registry.ready_models()}  # one snapshot each
         return {model: (stat.num_running, stat.num_waiting) for model, stat in stats.items()}
 
-    metrics = Metrics(queue_lengths)
+    metrics = Metrics(queue_lengths, registry.replica_stats)
     limits = AdmissionLimits(max_running=settings.max_num_seqs, max_waiting=settings.max_queue)
     image_limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
                                fetch_timeout_s=settings.image_fetch_timeout_s,

@@ -7,11 +7,22 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from faisca.catalog.ids import slugify
+
+
+def check_upstream_url(url: str) -> str:
+    """An upstream's OpenAI base URL: http(s), a host, no query or fragment (ValueError saying what is wrong)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"upstream URL {url!r}: expected http(s)://HOST[:PORT]/v1")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"upstream URL {url!r}: no query, fragment or credentials (keys go in the environment)")
+    return url
 
 
 class _Strict(BaseModel):
@@ -44,13 +55,31 @@ Weights = Annotated[AssembledPackageWeights | PackageFileWeights | PathWeights, 
 
 
 class Runtime(_Strict):
-    engine: Literal["llama_cpp"] = "llama_cpp"
+    # `llama_cpp`: weights run in this process. `upstream`: OpenAI-compatible servers elsewhere (vLLM, SGLang,
+    # llama-server, other faisca processes) generate, faisca fronts them (`faisca.fleet`).
+    engine: Literal["llama_cpp", "upstream"] = "llama_cpp"
+    # upstream: the servers' OpenAI base URLs (`http://gpu-1:8000/v1`), each a replica; a host name that resolves
+    # to several addresses is a replica per address.
+    urls: tuple[str, ...] = ()
+    # upstream: the name the servers serve the model under; None: the card's id, Hugging Face id or an alias if they
+    # list one, else the one model they list.
+    served_name: str | None = None
     # None: weights are not configured here; the card is listed, and requests say how to provide them.
     weights: Weights | None = None
     # The vision projector (an "mmproj" GGUF) through which the model reads images; None: text only here.
     projector: Weights | None = None
     # A template shipped in faisca/chat/templates/<name>.jinja; None: use the GGUF's own chat template.
     chat_template: str | None = None
+
+    @model_validator(mode="after")
+    def _urls_for_upstream(self) -> Runtime:
+        if self.engine == "upstream" and not self.urls:
+            raise ValueError("engine = \"upstream\" needs `urls`: the servers' OpenAI base URLs")
+        if self.engine != "upstream" and (self.urls or self.served_name):
+            raise ValueError("`urls` and `served_name` go with engine = \"upstream\"")
+        for url in self.urls:
+            check_upstream_url(url)
+        return self
 
 
 class ModelCard(_Strict):

@@ -73,6 +73,15 @@ class Catalog:
         updated = card.model_copy(update={"runtime": runtime, **({"input": "text+image"} if projector_path else {})})
         return Catalog(updated if c.id == card.id else c for c in self)
 
+    def with_upstream(self, name: str, urls: tuple[str, ...]) -> Catalog:
+        """A catalog where the card `name` is served by OpenAI-compatible servers at `urls` (`faisca serve --upstream
+        ID=URL`): the card's own weights are not loaded here."""
+        card = self.resolve(name)
+        runtime = Runtime.model_validate({**card.runtime.model_dump(), "engine": "upstream", "urls": urls,
+                                          "weights": None, "projector": None})
+        updated = card.model_copy(update={"runtime": runtime})
+        return Catalog(updated if c.id == card.id else c for c in self)
+
     def with_card(self, card: ModelCard) -> Catalog:
         """A catalog that also holds `card` (replacing one with its id)."""
         return Catalog([*(c for c in self if c.id != card.id), card])

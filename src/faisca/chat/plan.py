@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from faisca.catalog import ModelCard
@@ -52,6 +52,16 @@ def with_image_markers(messages: Sequence[Message], marker: str) -> tuple[Messag
     )
 
 
+def with_image_urls(messages: Sequence[Message], urls: Iterator[str]) -> tuple[Message, ...]:
+    """Each image part pointing at the next of `urls` instead (in prompt order)."""
+    return tuple(
+        dataclasses.replace(message, content=tuple(
+            ImagePart(next(urls), part.param) if isinstance(part, ImagePart) else part for part in message.content
+        )) if message.image_parts else message
+        for message in messages
+    )
+
+
 def plan_chat(card: ModelCard, template: ChatTemplate, request: ChatRequest, *,
               image_marker: str | None = None, escaper: ControlTextEscaper | None = None) -> OutputPlan:
     """The prompt and what the output may be. With `escaper`, the client's text in the prompt never becomes the
@@ -76,6 +86,38 @@ def plan_chat(card: ModelCard, template: ChatTemplate, request: ChatRequest, *,
             grammar = mistral_calls_grammar(request.tools, request.tool_choice, parallel=request.parallel_tool_calls)
             return OutputPlan(prompt, grammar if required else None, MistralParser if active else None)
     return _with_response_format(template.render(shown.messages), request)
+
+
+@dataclass(frozen=True)
+class UpstreamPlan:
+    """A request as faisca forwards it to an upstream server (which renders it with its own chat template): the
+    messages to send, whether the request's tools go as they are (native calling upstream), the grammar the output
+    must match where faisca does the format (ReAct), and the parser of what comes back."""
+
+    messages: tuple[Message, ...]
+    native_tools: bool = False
+    grammar: str | None = None
+    new_parser: Callable[[], ToolCallParser] | None = None
+
+
+def plan_upstream(card: ModelCard, request: ChatRequest) -> UpstreamPlan:
+    """What faisca adds before an upstream: ReAct for a card without native calling; native calls, response formats
+    and plain chats go as they are."""
+    if request.raw_prompt is not None:
+        if request.messages:
+            raise UnsupportedCapability(
+                f"The model `{card.id}` is served upstream, which takes images in chat messages only, not with a raw "
+                "prompt; send them as messages.", param="images")
+        return UpstreamPlan(())
+    if (request.tools or _has_tool_turns(request)) and not card.accepts_tools:
+        raise UnsupportedCapability(f"tools: the model `{card.id}` cannot call tools.", param="tools")
+    match card.tool_format:
+        case "react" if request.tools or _has_tool_turns(request):
+            return UpstreamPlan(tuple(react_messages(request.messages, request.tools)),
+                                grammar=react_grammar(request.tools, request.tool_choice), new_parser=ReactParser)
+        case "mistral" if request.tools or _has_tool_turns(request):
+            return UpstreamPlan(request.messages, native_tools=True)
+    return UpstreamPlan(request.messages)
 
 
 def _with_response_format(prompt: str, request: ChatRequest) -> OutputPlan:

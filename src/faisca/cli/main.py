@@ -15,6 +15,7 @@ from faisca import __version__
 from faisca.catalog import Catalog, ModelCard
 from faisca.cli.attachments import with_attachments
 from faisca.client import Client, FaiscaClientError
+from faisca.catalog.card import check_upstream_url
 from faisca.catalog.catalog import CardError
 from faisca.config import DEFAULT_MODEL_ID, Settings
 from faisca.engine.weights import missing_weights_message
@@ -58,6 +59,16 @@ def _weights_arg(value: str) -> tuple[str, Path]:
     return model_id, Path(path).expanduser()
 
 
+def _upstream_arg(value: str) -> tuple[str, str]:
+    model_id, sep, url = value.partition("=")
+    if not sep or not model_id or not url:
+        raise argparse.ArgumentTypeError("expected MODEL=URL, e.g. gemma3:27b=http://gpu-1:8000/v1")
+    try:
+        return model_id, check_upstream_url(url)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faisca",
@@ -78,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"a model to serve: id, Hugging Face id or alias; repeatable (default: {DEFAULT_MODEL_ID})")
     serve.add_argument("--weights", action="append", type=_weights_arg, default=[], metavar="ID=PATH",
                        help="run the card ID from a local GGUF file; repeatable")
+    serve.add_argument("--upstream", action="append", type=_upstream_arg, default=[], metavar="ID=URL",
+                       help="serve the card ID through an OpenAI-compatible server at URL (its base, e.g. "
+                            "http://gpu-1:8000/v1: vLLM, SGLang, llama-server, another faisca); repeat with the same ID "
+                            "for replicas; a host name resolving to several addresses is a replica each. faisca keeps "
+                            "its API, validation, tools (ReAct), images, keys and metrics in front; "
+                            "$FAISCA_UPSTREAM_API_KEY is sent to the upstreams as their key")
     serve.add_argument("--gguf", type=Path, default=None, metavar="FILE",
                        help="serve any local GGUF model: its card is derived from the file's metadata "
                             "(architecture, context length, chat template), or is the catalog card --name names")
@@ -246,26 +263,34 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
     for model_id, path in args.weights:
         catalog = catalog.with_weights_path(model_id, path)
     model_ids = list(args.models or ())
+    upstream_urls: dict[str, list[str]] = {}
+    for model_id, url in args.upstream:
+        upstream_urls.setdefault(catalog.resolve(model_id).id, []).append(url)
+    for model_id, urls in upstream_urls.items():
+        catalog = catalog.with_upstream(model_id, tuple(urls))
+        model_ids.append(model_id)
     if args.gguf is not None:
         catalog, local_id = _with_local_gguf(catalog, args.gguf, args.mmproj, args.name)
         model_ids.append(local_id)
     elif args.mmproj is not None or args.name is not None:
         raise FaiscaError("--mmproj and --name go with --gguf FILE")
     settings = Settings(
-        host=args.host, port=args.port, model_ids=tuple(model_ids or (DEFAULT_MODEL_ID,)),
+        host=args.host, port=args.port, model_ids=tuple(dict.fromkeys(model_ids or (DEFAULT_MODEL_ID,))),
         num_threads=args.threads, max_context_tokens=args.ctx_size, kv_cache_tokens=args.kv_cache_tokens,
         max_num_seqs=args.max_num_seqs, max_queue=args.max_queue, max_batch_tokens=args.max_batch_tokens,
         api_keys=api_keys, enable_docs=args.enable_docs, drain_timeout_s=args.drain_timeout,
         max_image_pixels=args.max_image_pixels, max_image_bytes=args.max_image_bytes,
         image_allowed_networks=tuple(args.allow_image_network),
         max_images_per_request=args.max_images_per_request,
-        weights_paths=tuple(args.weights), cards_dirs=tuple(args.cards_dir),
+        weights_paths=tuple(args.weights), cards_dirs=tuple(args.cards_dir), upstreams=tuple(args.upstream),
+        upstream_api_key=os.environ.get("FAISCA_UPSTREAM_API_KEY", "").strip() or None,
     )
     for model_id in settings.model_ids:
         card = catalog.resolve(model_id)
-        if card.runtime.weights is None:
+        if card.runtime.weights is None and card.runtime.engine != "upstream":
             raise FaiscaError(missing_weights_message(card))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))  # a line per upstream call
     loader = engine_loader(settings, num_threads=settings.num_threads or available_cores())
     registry = ModelRegistry(catalog, settings.model_ids, loader)
     drain = Drain()

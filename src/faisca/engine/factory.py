@@ -5,13 +5,17 @@ from __future__ import annotations
 from faisca.catalog import ModelCard
 from faisca.config import Settings
 from faisca.engine.base import Engine
+from faisca.fleet import Fleet
 from faisca.engine.weights import resolve_gguf, resolve_projector
 from faisca.registry import EngineLoader
 
 
 def engine_loader(settings: Settings, *, num_threads: int) -> EngineLoader:
-    def load(card: ModelCard) -> Engine:
+    def load(card: ModelCard) -> Engine | Fleet:
         match card.runtime.engine:
+            case "upstream":
+                return Fleet(card.id, card.runtime.urls, wanted_names=(card.id, card.hf_id, *card.aliases),
+                             served_name=card.runtime.served_name, api_key=settings.upstream_api_key)
             case "llama_cpp":
                 from faisca.engine.llama_cpp import LlamaCppEngine
 

@@ -46,7 +46,7 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
 
     def metadata(card: ModelCard) -> Mapping[str, str]:
         served = next((m for m in service.registry.ready_models() if m.card.id == card.id), None)
-        return served.engine.metadata if served else {}
+        return served.metadata if served else {}
 
     def listing(card: ModelCard) -> dict[str, Any]:
         try:
@@ -70,7 +70,7 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
     async def running_models() -> dict[str, Any]:
         return {"models": [
             {**listing(served.card), "expires_at": "0001-01-01T00:00:00Z", "size_vram": 0,
-             "context_length": served.engine.max_context_tokens}
+             "context_length": served.max_context_tokens}
             for served in service.registry.ready_models()
         ]}
 
