@@ -33,6 +33,11 @@ MAX_SCHEMA_DEPTH = 32  # nesting of objects and arrays inside one JSON Schema
 MAX_SCHEMA_CHARS = 64 * 1024  # one JSON Schema, as compact JSON
 MAX_TOOL_SCHEMAS_CHARS = 256 * 1024  # all of a request's tool `parameters` together, as compact JSON
 
+# vLLM's `structured_outputs` (grammars are checked on the event loop for bodies up to 64 KiB: ~20 ms at this bound).
+MAX_GRAMMAR_CHARS = 64 * 1024  # its `grammar` (Lark) or `regex`
+MAX_CHOICES = 1024  # strings in its `choice`
+MAX_CHOICE_CHARS = 1024  # characters in one of them
+
 # Integers, so that every one fits the types it reaches (C int for token counts and ids, 64 bits for seeds).
 MAX_INT32 = 2**31 - 1
 MIN_SEED = -(2**63)

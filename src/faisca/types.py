@@ -119,6 +119,9 @@ class ChatRequest:
     tool_choice: ToolChoice = "auto"
     parallel_tool_calls: bool = True
     response_format: ResponseFormat | None = None
+    # What the output must match, as a grammar in llguidance's Lark dialect (vLLM's `structured_outputs`); checked
+    # when the request was read. Never together with `response_format` or `tools`.
+    grammar: str | None = None
     # A prompt sent as is, without the chat template (Ollama's `raw`); `messages` then holds only its images.
     raw_prompt: str | None = None
     # A context for this request smaller than the model's (Ollama's `num_ctx`); None: the model's.

@@ -7,7 +7,7 @@ import pytest
 
 from faisca.api.openai.completions import to_completion_chunks, to_completion_request
 from faisca.catalog import Catalog
-from faisca.errors import UnsupportedCapability
+from faisca.errors import InvalidRequest, UnsupportedCapability
 from faisca.types import ChatEnd, ChatEvent, ChoiceEnd, LogprobsDelta, SampledLogprobs, TextDelta, TokenLogprob, Usage
 
 
@@ -17,6 +17,16 @@ def test_a_prompt_becomes_a_raw_request_with_the_apis_defaults(catalog: Catalog)
     assert (request.sampling.max_tokens, request.sampling.top_logprobs) == (16, 0)
     with pytest.raises(UnsupportedCapability):
         to_completion_request({"prompt": "x", "n": 2, "best_of": 3}, catalog.resolve("gemma3:270m"))
+
+
+def test_structured_outputs_constrain_a_raw_prompt_too(catalog: Catalog) -> None:
+    request = to_completion_request({"prompt": "Is it?", "structured_outputs": {"choice": ["yes", "no"]}},
+                                    catalog.resolve("gemma3:270m"))
+    assert request.grammar == 'start: "yes" | "no"'
+    with pytest.raises(InvalidRequest) as caught:
+        to_completion_request({"prompt": "x", "structured_outputs": {"grammar": "start: ("}},
+                              catalog.resolve("gemma3:270m"))
+    assert caught.value.param == "structured_outputs.grammar"
 
 
 def test_streamed_legacy_logprobs_carry_offsets_across_chunks_after_the_echo() -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from faisca.api.openai.convert import to_chat_completion, to_chat_request, to_chunks, without_null_message_fields
 from faisca.catalog import Catalog
+from faisca.engine.constraint import json_grammar
 from faisca.errors import InvalidRequest, UnsupportedCapability
 from faisca.service import fold_chat
 from faisca.types import (
@@ -165,6 +166,50 @@ def test_bad_tools_and_formats_are_400_naming_the_field(catalog: Catalog, extra:
     with pytest.raises(InvalidRequest) as caught:
         to_chat_request({"messages": [{"role": "user", "content": "hi"}], **extra}, catalog.resolve("gemma3:270m"))
     assert caught.value.param == param
+
+
+@pytest.mark.parametrize(
+    ("structured", "grammar"),
+    [
+        ({"grammar": 'start: "a" | "b"'}, 'start: "a" | "b"'),  # as it is
+        ({"choice": ["yes", 'say "no"']}, 'start: "yes" | "say \\"no\\""'),
+        ({"regex": "a/b+"}, "start: /a\\/b+/"),
+        ({"json": {"type": "integer"}, "regex": None, "json_object": False}, json_grammar({"type": "integer"})),
+        ({"json": '{"type": "integer"}'}, json_grammar({"type": "integer"})),  # vLLM takes the schema as text too
+        ({"json_object": True}, json_grammar(None)),
+    ],
+)
+def test_structured_outputs_become_the_grammar_of_the_output(catalog: Catalog, structured: dict, grammar: str) -> None:
+    chat = to_chat_request({"messages": [{"role": "user", "content": "hi"}], "structured_outputs": structured},
+                           catalog.resolve("gemma3:270m"))
+    assert (chat.grammar, chat.response_format, chat.tools) == (grammar, None, ())
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "words"),
+    [
+        ({"structured_outputs": {}}, "structured_outputs", "(got none)"),
+        ({"structured_outputs": {"regex": "a", "choice": ["a"]}}, "structured_outputs", "(got regex, choice)"),
+        ({"structured_outputs": {"grammar": "a"}, "response_format": {"type": "json_object"}}, "structured_outputs",
+         "response_format"),
+        ({"structured_outputs": {"grammar": "a"}, "tools": [WEATHER]}, "structured_outputs", "tools"),
+        ({"structured_outputs": {"grammar": "start: rule_not_defined"}}, "structured_outputs.grammar", "unknown name"),
+        ({"structured_outputs": {"regex": "(unclosed"}}, "structured_outputs.regex", "unclosed group"),
+        ({"structured_outputs": {"json": "{not json"}}, "structured_outputs.json", "not valid JSON"),
+        ({"structured_outputs": {"json": {"type": "nope"}}}, "structured_outputs.json", "not a valid JSON Schema"),
+    ],
+)
+def test_bad_or_mixed_structured_outputs_are_400_naming_the_field(catalog: Catalog, extra: dict, param: str,
+                                                                   words: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        to_chat_request({"messages": [{"role": "user", "content": "hi"}], **extra}, catalog.resolve("gemma3:270m"))
+    assert caught.value.param == param and words in caught.value.message
+
+
+def test_structured_outputs_beside_a_text_response_format_is_fine(catalog: Catalog) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "structured_outputs": {"choice": ["a"]},
+            "response_format": {"type": "text"}, "tools": []}
+    assert to_chat_request(body, catalog.resolve("gemma3:270m")).grammar == 'start: "a"'
 
 
 def test_vllm_sampling_extras_are_read_and_min_tokens_bounded(catalog: Catalog) -> None:

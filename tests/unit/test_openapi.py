@@ -42,6 +42,8 @@ def test_post_routes_declare_their_bodies(catalog: Catalog) -> None:
     valid = {"model": SMOLLM2, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
     assert not list(Draft202012Validator(chat).iter_errors(valid))
     assert "options" in body_schema(doc, "/api/chat")["properties"]
+    for path in ("/v1/chat/completions", "/v1/completions"):  # vLLM's, on both
+        assert "grammar" in body_schema(doc, path)["properties"]["structured_outputs"]["properties"]
 
 
 def test_the_documents_schema_is_the_union_of_the_served_cards(catalog: Catalog) -> None:

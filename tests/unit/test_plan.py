@@ -46,3 +46,16 @@ def test_images_become_the_engines_marker_where_the_client_put_them(catalog: Cat
     # a raw prompt (Ollama's `raw`) gets them in front
     raw = ChatRequest(card.id, (Message("user", (ImagePart("data:a"),)),), raw_prompt="describe")
     assert plan_chat(card, gemma, raw, image_marker="<IMG>").prompt == "<IMG>describe"
+
+
+def test_a_requests_own_grammar_constrains_chat_and_raw_prompts_alike(catalog: Catalog) -> None:
+    card = catalog.resolve("smollm2")
+    chat = plan_chat(card, TEMPLATE, ChatRequest(card.id, (Message("user", "hi"),), grammar='start: "x"'))
+    assert (chat.prompt, chat.grammar, chat.new_parser) == ("user: hi\n", 'start: "x"', None)
+    raw = plan_chat(card, TEMPLATE, ChatRequest(card.id, (), raw_prompt="go", grammar='start: "y"'))
+    assert (raw.prompt, raw.grammar) == ("go", 'start: "y"')
+    # tool turns in the history, no tools: the output is still the client's, not a ReAct answer
+    history = (Message("user", "hi"), Message("assistant", None, (ToolCall("a1b2c3d4e", "f", "{}"),)),
+               Message("tool", "42", tool_call_id="a1b2c3d4e"))
+    plan = plan_chat(card, TEMPLATE, ChatRequest(card.id, history, grammar='start: "z"'))
+    assert (plan.grammar, plan.new_parser) == ('start: "z"', None)

@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 
 from faisca.catalog.card import ModelCard
-from faisca.catalog.schema import RequestValidator, request_schema
+from faisca.catalog.schema import RequestValidator, completion_request_schema, request_schema
 from faisca.errors import InvalidRequest, UnsupportedCapability
 from faisca.limits import (
+    MAX_CHOICES,
     MAX_CONTENT_PARTS,
+    MAX_GRAMMAR_CHARS,
     MAX_INT32,
     MAX_LOGIT_BIAS_ENTRIES,
     MAX_MESSAGES,
@@ -110,8 +112,10 @@ STRUCTURED_OUTPUT_FIELDS = {"response_format": "ResponseFormat", "tool_choice": 
 
 
 def without_structured_output(schema: dict[str, Any]) -> dict[str, Any]:
-    """`response_format` and `tool_choice` are whole additions, checked by the validation tests below."""
+    """`response_format`, `tool_choice` and `structured_outputs` are whole additions, checked by the validation tests
+    below."""
     schema = copy.deepcopy(schema)
+    schema["properties"].pop("structured_outputs")
     for field, component in STRUCTURED_OUTPUT_FIELDS.items():
         schema["properties"].pop(field, None)
         schema["components"]["schemas"].pop(component, None)
@@ -336,8 +340,29 @@ def test_structured_output_fields_are_checked(body: dict, param: str) -> None:
     assert caught.value.param == param
 
 
+@pytest.mark.parametrize(
+    ("structured", "param", "words"),
+    [
+        ({"grammar": 5}, "structured_outputs.grammar", "of type"),
+        ({"choice": []}, "structured_outputs.choice", "should be non-empty"),
+        ({"choice": ["a"] * (MAX_CHOICES + 1)}, "structured_outputs.choice", "is too long"),
+        ({"regex": "a" * (MAX_GRAMMAR_CHARS + 1)}, "structured_outputs.regex", "is too long"),
+        ({"json": [1]}, "structured_outputs.json", "of type"),
+        ({"structural_tag": "x"}, "structured_outputs", "'structural_tag' was unexpected"),
+        ("start: x", "structured_outputs", "of type"),
+    ],
+)
+def test_structured_outputs_are_checked(structured: Any, param: str, words: str) -> None:
+    for validator in (TEXT, RequestValidator(card(), completion_request_schema(card()))):
+        with pytest.raises(InvalidRequest) as caught:
+            validator.validate({"messages": HELLO, "prompt": "p", "structured_outputs": structured})
+        assert caught.value.param == param and words in caught.value.message
+
+
 def test_structured_output_fields_pass() -> None:
     TOOLS.validate({"messages": HELLO, "tool_choice": {"type": "function", "function": {"name": "f"}},
                     "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
                     "parallel_tool_calls": False})
     TEXT.validate({"messages": HELLO, "response_format": {"type": "json_object"}})
+    TEXT.validate({"messages": HELLO, "structured_outputs": {"json": '{"type": "object"}', "regex": None}})
+    TEXT.validate({"messages": HELLO, "structured_outputs": None})

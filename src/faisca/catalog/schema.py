@@ -16,8 +16,11 @@ from jsonschema.exceptions import ValidationError
 from faisca.catalog.card import ModelCard
 from faisca.errors import InvalidRequest, UnsupportedCapability
 from faisca.limits import (
+    MAX_CHOICE_CHARS,
+    MAX_CHOICES,
     MAX_CONTENT_PARTS,
     MAX_CONTENT_PARTS_TOTAL,
+    MAX_GRAMMAR_CHARS,
     MAX_INT32,
     MAX_LOGIT_BIAS_ENTRIES,
     MAX_MESSAGES,
@@ -43,6 +46,22 @@ def _object(required: list[str], properties: Schema, **extra: Any) -> Schema:
 
 def _message(role: str, content: Schema) -> Schema:
     return _object(["role", "content"], {"role": {"type": "string", "enum": [role]}, "content": content})
+
+
+def _structured_outputs() -> Schema:
+    """vLLM's `structured_outputs` (inline: the legacy completion schema has it too, and no components)."""
+    text = {"type": ["string", "null"], "maxLength": MAX_GRAMMAR_CHARS}
+    return _object([], {
+        "json": {"type": ["object", "string", "null"], "description": "a JSON Schema (or its JSON text)"},
+        "regex": {**text, "description": "a regular expression the whole output matches"},
+        "choice": {"type": ["array", "null"], "minItems": 1, "maxItems": MAX_CHOICES,
+                   "items": {"type": "string", "maxLength": MAX_CHOICE_CHARS},
+                   "description": "the output is one of these strings"},
+        "grammar": {**text, "description": "a grammar in llguidance's Lark dialect (vLLM's `guidance` backend)"},
+        "json_object": {"type": ["boolean", "null"], "description": "true: any JSON object"},
+    }, additionalProperties=False,
+        description="Constrained decoding, as vLLM's: exactly one of `json`, `regex`, `choice`, `grammar`, "
+                    "`json_object`; not with `tools` or a JSON `response_format`")
 
 
 def _properties(card: ModelCard) -> Schema:
@@ -76,6 +95,7 @@ def _properties(card: ModelCard) -> Schema:
             "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
             "maxProperties": MAX_LOGIT_BIAS_ENTRIES,
         },
+        "structured_outputs": _structured_outputs(),
     }
     nullable_refs = {"response_format": "ResponseFormat"}  # field -> component
     if card.accepts_tools:

@@ -3,6 +3,8 @@ by the model's name.
 
 - no tools, no structured output: the chat template renders the messages; output is free text.
 - `response_format`: output constrained to JSON (valid against the schema, if given) from the first token.
+- `grammar` (vLLM's `structured_outputs`): the client's grammar constrains the output from the first token; the
+  messages are rendered by the chat template, with no tool format (the API refuses `tools` beside it).
 - tools on a `react` card (no native calling): the conversation is rewritten into seed 002's ReAct prompt,
   the output constrained to one thought and one JSON action, and parsed into content, reasoning and calls.
 - tools on a `mistral` card: its native `[AVAILABLE_TOOLS]` / `[TOOL_CALLS]` format; constrained from the first
@@ -68,24 +70,25 @@ def plan_chat(card: ModelCard, template: ChatTemplate, request: ChatRequest, *,
     model's control tokens (grammars are built from the request as sent)."""
     if request.raw_prompt is not None:
         num_images = sum(len(message.image_parts) for message in request.messages)
-        return _with_response_format((image_marker or "") * num_images + request.raw_prompt, request)
+        return _constrained((image_marker or "") * num_images + request.raw_prompt, request)
     if (request.tools or _has_tool_turns(request)) and not card.accepts_tools:
         raise UnsupportedCapability(f"tools: the model `{card.id}` cannot call tools.", param="tools")
     shown = escaper.escape_request(request) if escaper is not None else request  # what the prompt shows
     if image_marker is not None:
         shown = dataclasses.replace(shown, messages=with_image_markers(shown.messages, image_marker))
+    uses_tools = request.grammar is None and (request.tools or _has_tool_turns(request))
     match card.tool_format:
-        case "react" if request.tools or _has_tool_turns(request):
+        case "react" if uses_tools:
             prompt = template.render(react_messages(shown.messages, shown.tools))
             return OutputPlan(prompt, react_grammar(request.tools, request.tool_choice), ReactParser)
-        case "mistral" if request.tools or _has_tool_turns(request):
+        case "mistral" if uses_tools:
             active = request.tool_choice != "none"
             prompt = mistral_prompt(shown.messages, shown.tools if active else (),
                                     bos_token=template.bos_token, eos_token=template.eos_token)
             required = request.tool_choice not in ("auto", "none")
             grammar = mistral_calls_grammar(request.tools, request.tool_choice, parallel=request.parallel_tool_calls)
             return OutputPlan(prompt, grammar if required else None, MistralParser if active else None)
-    return _with_response_format(template.render(shown.messages), request)
+    return _constrained(template.render(shown.messages), request)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,8 @@ def plan_upstream(card: ModelCard, request: ChatRequest) -> UpstreamPlan:
         return UpstreamPlan(())
     if (request.tools or _has_tool_turns(request)) and not card.accepts_tools:
         raise UnsupportedCapability(f"tools: the model `{card.id}` cannot call tools.", param="tools")
+    if request.grammar is not None:  # the client's own grammar, as it sent it
+        return UpstreamPlan(request.messages, grammar=request.grammar)
     match card.tool_format:
         case "react" if request.tools or _has_tool_turns(request):
             return UpstreamPlan(tuple(react_messages(request.messages, request.tools)),
@@ -120,7 +125,10 @@ def plan_upstream(card: ModelCard, request: ChatRequest) -> UpstreamPlan:
     return UpstreamPlan(request.messages)
 
 
-def _with_response_format(prompt: str, request: ChatRequest) -> OutputPlan:
+def _constrained(prompt: str, request: ChatRequest) -> OutputPlan:
+    """`prompt`, its output constrained by the request's own grammar or `response_format`, if either is given."""
+    if request.grammar is not None:
+        return OutputPlan(prompt, request.grammar)
     if request.response_format is not None:
         schema = request.response_format.schema_json
         return OutputPlan(prompt, json_grammar(json.loads(schema) if schema else None))

@@ -56,6 +56,18 @@ def compact_json_schema(schema: dict[str, object]) -> dict[str, object]:
     return {**schema, "x-guidance": {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}}
 
 
+def check_grammar(grammar: str, *, param: str) -> None:
+    """InvalidRequest naming `param` if `grammar` is not one llguidance can compile (syntax, unknown rules, bad
+    regular expressions, unsupported schemas). Checked without a vocabulary when the request is read, where the field
+    at fault is known; the engine compiles it for its model later."""
+    import llguidance
+
+    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
+        llguidance.LLMatcher.grammar_from_lark(grammar))
+    if is_error:
+        raise InvalidRequest(f"{param}: cannot constrain the output: {messages[0][:300]}", param=param)
+
+
 class ConstraintCompiler:
     """Compiles grammars against one model's vocabulary. Build once per engine (about 2 s for 262k tokens)."""
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from faisca.catalog import ModelCard
+from faisca.chat.structured import choice_grammar, regex_grammar
 from faisca.chat.tooldefs import checked_schema, tools_from_definitions
+from faisca.engine.constraint import check_grammar, json_grammar
 from faisca.errors import InvalidRequest, UnsupportedCapability
 from faisca.service import ChatResult
 from faisca.types import (
@@ -59,7 +62,7 @@ KNOWN_FIELDS = frozenset(
         "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty",
         "stop", "seed", "user", "logit_bias", "tools", "tool_choice", "parallel_tool_calls", "response_format",
         "logprobs", "top_logprobs", "prompt_logprobs", "ignore_eos", "min_tokens", "stop_token_ids",
-        "include_stop_str_in_output", "cache_salt",
+        "include_stop_str_in_output", "cache_salt", "structured_outputs",
     }
 )
 
@@ -156,9 +159,65 @@ def _response_format_from_wire(body: Mapping[str, Any]) -> ResponseFormat | None
     return ResponseFormat(checked_schema(schema, param="response_format.json_schema.schema", what="the schema"))
 
 
+# The kinds of constraint in vLLM's `structured_outputs`; a request gives exactly one.
+STRUCTURED_OUTPUT_KINDS = ("json", "regex", "choice", "grammar", "json_object")
+
+
+def _json_schema_from_wire(value: Any, *, param: str) -> dict[str, Any]:
+    """vLLM's `structured_outputs.json`: a JSON Schema, as an object or as JSON text."""
+    if not isinstance(value, str):
+        return value  # type: ignore[no-any-return]
+    try:
+        return json.loads(value)  # type: ignore[no-any-return]
+    except ValueError as exc:
+        raise InvalidRequest(f"{param}: the schema is not valid JSON: {exc}", param=param) from exc
+
+
+def grammar_from_wire(body: Mapping[str, Any]) -> str | None:
+    """vLLM's `structured_outputs` (both completion APIs) as the grammar the output must match, checked here so that
+    a bad one is a 400 naming its field. Exactly one kind of constraint, as vLLM requires."""
+    wire = body.get("structured_outputs")
+    if wire is None:
+        return None
+    kinds = [kind for kind in STRUCTURED_OUTPUT_KINDS if wire.get(kind) not in (None, False)]
+    if len(kinds) != 1:
+        raise InvalidRequest(f"structured_outputs: give exactly one of {', '.join(STRUCTURED_OUTPUT_KINDS)} "
+                             f"(got {', '.join(kinds) or 'none'}).", param="structured_outputs")
+    kind = kinds[0]
+    param = f"structured_outputs.{kind}"
+    match kind:
+        case "json":
+            schema = _json_schema_from_wire(wire["json"], param=param)
+            checked_schema(schema, param=param, what="the schema")
+            grammar = json_grammar(schema)
+        case "regex":
+            grammar = regex_grammar(wire["regex"])
+        case "choice":
+            grammar = choice_grammar(wire["choice"])
+        case "grammar":
+            grammar = wire["grammar"]
+        case _:  # json_object
+            grammar = json_grammar(None)
+    check_grammar(grammar, param=param)
+    return grammar
+
+
+def _refuse_mixed_constraints(body: Mapping[str, Any]) -> None:
+    """`structured_outputs` is the whole constraint on the output: another one beside it is refused, as vLLM does."""
+    if body.get("structured_outputs") is None:
+        return
+    if (body.get("response_format") or {}).get("type", "text") != "text":
+        raise InvalidRequest("structured_outputs: cannot be combined with a JSON `response_format`; give one of "
+                             "them.", param="structured_outputs")
+    if body.get("tools"):
+        raise InvalidRequest("structured_outputs: cannot be combined with `tools`; give one of them.",
+                             param="structured_outputs")
+
+
 def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
     """A body that passed the card's schema, as a neutral `ChatRequest`."""
     _refuse_unimplemented(body)
+    _refuse_mixed_constraints(body)
     tools, tool_choice = _tools_from_wire(body, card)
     if unknown := sorted(set(body) - KNOWN_FIELDS):
         logger.info("ignoring request fields faisca does not use: %s", ", ".join(unknown))
@@ -171,6 +230,7 @@ def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
         tool_choice=tool_choice if tools else "none",
         parallel_tool_calls=_or_default(body, "parallel_tool_calls", True),
         response_format=_response_format_from_wire(body),
+        grammar=grammar_from_wire(body),
         cache_salt=body.get("cache_salt"),
     )
 
