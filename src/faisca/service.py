@@ -156,7 +156,8 @@ class ChatService:
                 uris = await asyncio.gather(*(asyncio.get_running_loop().run_in_executor(
                     self._preparing, png_data_uri, image) for image in images))
                 messages = with_image_urls(messages, iter(uris))
-            call = UpstreamCall(messages, request, native_tools=plan.native_tools, grammar=plan.grammar)
+            call = UpstreamCall(messages, request, native_tools=plan.native_tools, grammar=plan.grammar,
+                                grammar_required=plan.grammar_required)
             stream = await served.fleet.open(call, affinity=conversation_affinity(request))
         except BaseException:
             ticket.release()
@@ -225,7 +226,8 @@ class ChatService:
         if cut > 0:
             logger.info("left out the %d oldest of %d messages to fit a context of %d tokens",
                         len(request.messages) - len(cuts[cut]), len(request.messages), max_context_tokens)
-        constraints = [served.engine.compile_constraint(plan.grammar) if plan.grammar is not None else None
+        param = "structured_outputs" if request.grammar is not None else None  # else faisca's own grammar
+        constraints = [served.engine.compile_constraint(plan.grammar, param=param) if plan.grammar is not None else None
                        for _ in range(request.num_choices)]
         return plan, prompt, constraints
 

@@ -226,3 +226,13 @@ def test_a_stream_broken_after_its_first_token_is_an_upstream_error_not_a_retry(
     with pytest.raises(UpstreamError, match="stopped in the middle"):
         asyncio.run(_answer(fleet))
     assert len(seen) == 1 and Counter(seen).most_common(1)[0][1] == 1
+
+
+def test_a_clients_own_grammar_is_refused_by_a_server_that_takes_none_and_reacts_is_dropped() -> None:
+    request = ChatRequest("m", (Message("user", "hi"),), grammar="start: /yes|no/")
+    with pytest.raises(InvalidRequest, match="structured_outputs"):
+        request_body(UpstreamCall(request.messages, request, grammar="start: /yes|no/", grammar_required=True),
+                     served_name="m", owned_by="sglang")
+    _, body = request_body(UpstreamCall(request.messages, request, grammar="start: /a/"), served_name="m",
+                           owned_by="sglang")
+    assert "structured_outputs" not in body

@@ -20,7 +20,9 @@ def test_the_gemma_seed_card_runs_its_gptq_checkpoint_with_images_and_lora(catal
     command = vllm_serve_command(card)
     assert command[:3] == ["vllm", "serve", "ISTA-DASLab/gemma-3-27b-it-GPTQ-4b-128g"]
     assert flags(command) == {"--served-model-name": card.id, "--max-model-len": "131072", "--host": "0.0.0.0",
-                              "--port": "8000", "--limit-mm-per-prompt": '{"image":8}', "--enable-lora": None}
+                              "--port": "8000", "--limit-mm-per-prompt": '{"image":8}', "--enable-lora": None,
+                              # ReAct's grammars (llguidance Lark) from faisca in front
+                              "--structured-outputs-config": '{"backend":"guidance"}'}
 
 
 def test_the_mistral_seed_card_gets_vllms_native_tool_calling_and_tensor_parallelism(catalog: Catalog) -> None:

@@ -22,6 +22,8 @@ def vllm_serve_command(card: ModelCard, *, tensor_parallel_size: int = 1, host: 
         command += ["--tensor-parallel-size", str(tensor_parallel_size)]
     if card.tool_format == "mistral":  # native calls: vLLM parses them into tool_calls itself
         command += ["--tool-call-parser", "mistral", "--enable-auto-tool-choice"]
+    if card.tool_format == "react":  # faisca in front sends ReAct's grammar in llguidance's Lark: vLLM's guidance backend
+        command += ["--structured-outputs-config", json.dumps({"backend": "guidance"}, separators=(",", ":"))]
     if card.input == "text+image":
         command += ["--limit-mm-per-prompt", json.dumps({"image": max_images}, separators=(",", ":"))]
     if card.lora:

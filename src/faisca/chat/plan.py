@@ -100,6 +100,8 @@ class UpstreamPlan:
     messages: tuple[Message, ...]
     native_tools: bool = False
     grammar: str | None = None
+    # the client's own grammar: an upstream that takes none must refuse the request (ReAct's parses either way)
+    grammar_required: bool = False
     new_parser: Callable[[], ToolCallParser] | None = None
 
 
@@ -111,11 +113,11 @@ def plan_upstream(card: ModelCard, request: ChatRequest) -> UpstreamPlan:
             raise UnsupportedCapability(
                 f"The model `{card.id}` is served upstream, which takes images in chat messages only, not with a raw "
                 "prompt; send them as messages.", param="images")
-        return UpstreamPlan(())
+        return UpstreamPlan((), grammar=request.grammar, grammar_required=request.grammar is not None)
     if (request.tools or _has_tool_turns(request)) and not card.accepts_tools:
         raise UnsupportedCapability(f"tools: the model `{card.id}` cannot call tools.", param="tools")
     if request.grammar is not None:  # the client's own grammar, as it sent it
-        return UpstreamPlan(request.messages, grammar=request.grammar)
+        return UpstreamPlan(request.messages, grammar=request.grammar, grammar_required=True)
     match card.tool_format:
         case "react" if request.tools or _has_tool_turns(request):
             return UpstreamPlan(tuple(react_messages(request.messages, request.tools)),

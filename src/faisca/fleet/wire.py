@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from faisca.errors import InvalidRequest
 from faisca.types import (
     ChatEnd, ChatEvent, ChatRequest, ChoiceEnd, FinishReason, ImagePart, LogprobsDelta, Message, ReasoningDelta,
     SampledLogprobs, SamplingParams, TextDelta, TextPart, TokenLogprob, ToolCallArgumentsDelta, ToolCallStart, Usage,
@@ -36,6 +37,7 @@ class UpstreamCall:
     request: ChatRequest  # sampling, choices, response format; its tools are sent only with `native_tools`
     native_tools: bool = False
     grammar: str | None = None  # llguidance Lark the output must match, where the server takes one
+    grammar_required: bool = False  # the client's own: a server that takes none refuses the request
 
 
 def _sampling_fields(sampling: SamplingParams) -> dict[str, Any]:
@@ -83,6 +85,9 @@ def request_body(call: UpstreamCall, *, served_name: str, owned_by: str) -> tupl
     """(path under the base URL, JSON body) for one server: `chat/completions`, or `completions` for a raw
     prompt."""
     request = call.request
+    if call.grammar_required and owned_by not in GRAMMAR_SERVERS:
+        raise InvalidRequest(f"structured_outputs: the server answering for this model ({owned_by or 'unknown'}) "
+                             "takes no llguidance grammars", param="structured_outputs")
     body: dict[str, Any] = {"model": served_name, **_sampling_fields(request.sampling), "stream": True,
                             "stream_options": {"include_usage": True}}
     if request.num_choices != 1:
