@@ -169,37 +169,44 @@ class ChatService:
     async def _remote_events(self, served: RemoteModel, request: ChatRequest, plan: UpstreamPlan,
                              stream: UpstreamStream) -> AsyncIterator[ChatEvent]:
         """An upstream's events as faisca's: text through the plan's parser (ReAct), tool calls with faisca's ids."""
-        model = served.card.id
         started_at_s = time.perf_counter() - stream.first_event_s
         calls = [_CallEvents(index, plan.new_parser() if plan.new_parser else None)
                  for index in range(request.num_choices)]
         first = True
-        async for event in stream.events():
-            if first and not isinstance(event, ChatEnd):
-                self.metrics.time_to_first_token_s.labels(model).observe(time.perf_counter() - started_at_s)
+        events = stream.events()
+        try:
+            async for event in events:
+                for chat_event in self._remote_event(event, served, calls, first, started_at_s):
+                    yield chat_event
                 first = False
-            match event:
-                case TextDelta(choice_index=index, text=text) if index < len(calls):
-                    for chat_event in calls[index].feed(text):
-                        yield chat_event
-                case ToolCallStart(choice_index=index, call_index=call, name=name):
-                    calls[index].count_call(call)
-                    yield ToolCallStart(index, call, new_call_id(), name)
-                case ChoiceEnd(choice_index=index, finish_reason=finish_reason, stop_reason=stop_reason) \
-                        if index < len(calls):
-                    for chat_event in calls[index].finish(""):
-                        yield chat_event
-                    if calls[index].num_calls and finish_reason == "stop":
-                        finish_reason = "tool_calls"
-                    yield ChoiceEnd(index, finish_reason, stop_reason)
-                case ChatEnd(usage=usage):
-                    self.metrics.prompt_tokens.labels(model).inc(usage.prompt_tokens)
-                    self.metrics.generation_tokens.labels(model).inc(usage.completion_tokens)
-                    yield event
-                case TextDelta() | ChoiceEnd():
-                    pass  # a choice the request did not ask for
-                case _:
-                    yield event
+        finally:  # closed early (a client gone): the upstream request ends now, not when it is collected
+            await events.aclose()  # type: ignore[attr-defined]
+
+    def _remote_event(self, event: ChatEvent, served: RemoteModel, calls: list[_CallEvents], first: bool,
+                      started_at_s: float) -> list[ChatEvent]:
+        model = served.card.id
+        if first:
+            self.metrics.time_to_first_token_s.labels(model).observe(time.perf_counter() - started_at_s)
+        match event:
+            case TextDelta(choice_index=index, text=text) if index < len(calls):
+                return calls[index].feed(text)
+            case ToolCallStart(choice_index=index, call_index=call, name=name) if index < len(calls):
+                calls[index].count_call(call)
+                return [ToolCallStart(index, call, new_call_id(), name)]
+            case ChoiceEnd(choice_index=index, finish_reason=finish_reason, stop_reason=stop_reason) \
+                    if index < len(calls):
+                ended = calls[index].finish("")
+                if calls[index].num_calls and finish_reason == "stop":
+                    finish_reason = "tool_calls"
+                return [*ended, ChoiceEnd(index, finish_reason, stop_reason)]
+            case ChatEnd(usage=usage):
+                self.metrics.prompt_tokens.labels(model).inc(usage.prompt_tokens)
+                self.metrics.generation_tokens.labels(model).inc(usage.completion_tokens)
+                return [event]
+            case TextDelta() | ToolCallStart() | ChoiceEnd() | ToolCallArgumentsDelta() | LogprobsDelta() | \
+                    ReasoningDelta() if event.choice_index >= len(calls):
+                return []  # a choice the request did not ask for
+        return [event]
 
     def _prepare(self, card: ModelCard, served: ServedModel, request: ChatRequest, images: tuple[DecodedImage, ...],
                  max_context_tokens: int) -> tuple[OutputPlan, EnginePrompt, list[Constraint | None]]:

@@ -236,3 +236,31 @@ def test_a_clients_own_grammar_is_refused_by_a_server_that_takes_none_and_reacts
     _, body = request_body(UpstreamCall(request.messages, request, grammar="start: /a/"), served_name="m",
                            owned_by="sglang")
     assert "structured_outputs" not in body
+
+
+def test_a_host_name_is_a_replica_per_address_and_follows_its_answers() -> None:
+    answers = [["10.0.0.1", "10.0.0.2"], ["10.0.0.2", "10.0.0.3"]]
+    hosts_seen: list[tuple[str, str]] = []
+
+    async def resolve(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)) for address in answers[0]]
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        hosts_seen.append((request.url.host, request.headers["host"]))
+        return httpx.Response(200, json=MODELS)
+
+    async def scenario() -> list[list[str]]:
+        fleet = Fleet("m", ["http://replicas.svc:8000/v1"], wanted_names=["m"], transport=httpx.MockTransport(handle),
+                      resolver=resolve)
+        await fleet.start()
+        first = sorted(replica.base_url for replica in fleet.replicas if replica.is_up)
+        answers.pop(0)
+        await fleet._resolve()  # what the watch does every RESOLVE_INTERVAL_S
+        second = sorted(replica.base_url for replica in fleet.replicas)
+        await fleet.aclose()
+        return [first, second]
+
+    first, second = asyncio.run(scenario())
+    assert first == ["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]
+    assert second == ["http://10.0.0.2:8000/v1", "http://10.0.0.3:8000/v1"]
+    assert {host for _, host in hosts_seen} == {"replicas.svc:8000"}  # the name stays the Host

@@ -15,7 +15,8 @@ import json
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -49,6 +50,10 @@ class ReplicaStats:
     num_running: int
     num_requests: int
     num_errors: int
+
+
+# `loop.getaddrinfo`'s signature: (host, port, type=...) -> [(family, type, proto, canonname, sockaddr), ...]
+Resolver = Callable[..., Awaitable[list[tuple[Any, ...]]]]
 
 
 class _Retry(Exception):
@@ -166,7 +171,7 @@ class Fleet:
 
     def __init__(self, model_id: str, urls: Sequence[str], *, wanted_names: Sequence[str],
                  served_name: str | None = None, api_key: str | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, resolver: Resolver | None = None) -> None:
         self.model_id = model_id
         self._endpoints = [Endpoint(url) for url in urls]
         self._wanted_names = tuple(wanted_names)
@@ -176,6 +181,7 @@ class Fleet:
             transport=transport, timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64), follow_redirects=False,
             trust_env=False)
+        self._resolver = resolver
         self._replicas: dict[str, Replica] = {}
         self._next_resolve_at_s = 0.0
         self._watching: asyncio.Task[None] | None = None
@@ -331,14 +337,14 @@ class Fleet:
     async def _resolve(self) -> None:
         """Re-resolve the host names; replicas whose address left are retired, new ones are probed first."""
         self._next_resolve_at_s = time.monotonic() + RESOLVE_INTERVAL_S
-        loop = asyncio.get_running_loop()
+        resolve = self._resolver or asyncio.get_running_loop().getaddrinfo
         for position, endpoint in enumerate(self._endpoints):
             if not endpoint.resolvable:
                 continue
             parts = urlsplit(endpoint.url)
             try:
                 infos = await asyncio.wait_for(
-                    loop.getaddrinfo(parts.hostname, parts.port or 80, type=socket.SOCK_STREAM), PROBE_TIMEOUT_S)
+                    resolve(parts.hostname, parts.port or 80, type=socket.SOCK_STREAM), PROBE_TIMEOUT_S)
             except (OSError, TimeoutError) as exc:
                 logger.warning("cannot resolve %s (keeping its replicas as they were): %s", endpoint.url, exc)
                 continue
