@@ -325,16 +325,20 @@ def no_replica_answers(front: RunningServer) -> httpx.Response:
     return responses[-1]
 
 
-def test_with_no_replica_up_the_front_answers_503(tmp_path: Path) -> None:
+def test_with_no_replica_up_the_front_answers_503(fleet: Fleet, tmp_path: Path) -> None:
+    # gemma3:270m where nothing listens; smollm2 on a faisca that lists it (its catalog has it) but serves only gemma
+    bystander = upstream_url(fleet.replicas[0])
     front = RunningServer("--upstream", f"gemma3:270m=http://127.0.0.1:{free_port()}/v1",
-                          log_path=tmp_path / "front.log")
+                          "--upstream", f"smollm2={bystander}", log_path=tmp_path / "front.log")
     try:
         assert no_replica_answers(front).status_code == 503
-        response = httpx.post(f"{front.base_url}/v1/chat/completions", timeout=30,
-                              json={"model": "gemma3:270m", "messages": user("hi"), **SHORT})
-        assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
-        error = response.json()["error"]
-        assert error["message"] and error["type"]
+        for model in ("gemma3:270m", "smollm2"):
+            response = httpx.post(f"{front.base_url}/v1/chat/completions", timeout=30,
+                                  json={"model": model, "messages": user("hi"), **SHORT})
+            assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0, response.text
+            error = response.json()["error"]
+            assert error["message"] and error["type"]
+        assert upstream_metric(front, "faisca_upstream_up")[bystander] == 0
     finally:
         front.stop()
 
