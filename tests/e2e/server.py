@@ -7,8 +7,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import http.server
@@ -27,14 +27,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+FAISCA_SERVE = (sys.executable, "-m", "faisca.cli.main", "serve")
+
+
 class RunningServer:
-    def __init__(self, *args: str, log_path: Path) -> None:
-        self.port = free_port()
+    """`PROGRAM --port PORT ARGS...` (PROGRAM: `faisca serve` unless told; PORT: a free one unless given)."""
+
+    def __init__(self, *args: str, log_path: Path, program: Sequence[str] = FAISCA_SERVE, port: int | None = None,
+                 ready_path: str = "/health") -> None:
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.ready_path = ready_path
         self._log = log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "faisca.cli.main", "serve", "--port", str(self.port), *args],
+            [*program, "--port", str(self.port), *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -46,7 +53,7 @@ class RunningServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"faisca serve exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{self.base_url}{self.ready_path}", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -74,6 +81,20 @@ def serving(log_dir: Path, *args: str) -> Iterator[RunningServer]:
         yield running
     finally:
         running.stop()
+
+
+@contextmanager
+def serving_all(log_dir: Path, *arg_lists: Sequence[str]) -> Iterator[list[RunningServer]]:
+    """Several ready `faisca serve ARGS...` for the length of the block, started together (their startups overlap);
+    their logs `faisca-0.log`, `faisca-1.log`, ... in `log_dir`."""
+    with ExitStack() as stack:
+        running = []
+        for index, args in enumerate(arg_lists):
+            running.append(RunningServer(*args, log_path=log_dir / f"faisca-{index}.log"))
+            stack.callback(running[-1].stop)
+        for server in running:
+            server.wait_ready()
+        yield running
 
 
 @contextmanager

@@ -312,6 +312,8 @@ class Fleet:
             if response.status_code != 200:
                 raise ValueError(f"GET /models answered HTTP {response.status_code}")
             listing = pick_listing(response.json(), self._wanted_names, self._served_name)
+            if listing.owned_by == "faisca":
+                await self._check_served(replica, listing.served_name)
         except (httpx.HTTPError, ValueError) as exc:
             if replica.is_up or replica.down_reason == "not probed yet":
                 logger.warning("upstream %s of %s is down: %s", replica.key, self.model_id, _describe(exc))
@@ -321,6 +323,15 @@ class Fleet:
             logger.info("upstream %s of %s is up (serving it as `%s`, %s)", replica.key, self.model_id,
                         listing.served_name, listing.owned_by or "unknown server")
         replica.mark_up(listing, now_s)
+
+    async def _check_served(self, replica: Replica, name: str) -> None:
+        """faisca lists every card of its catalog, served or not; the model's own entry says whether it is served
+        there (`served`). ValueError when it is not."""
+        response = await self._client.get(f"{replica.base_url}/models/{name}", headers=self._request_headers(replica),
+                                          timeout=PROBE_TIMEOUT_S)
+        entry = response.json() if response.status_code == 200 else None
+        if not isinstance(entry, dict) or entry.get("served") is not True:
+            raise ValueError(f"it lists `{name}` in its catalog but does not serve it")
 
     async def _watch(self) -> None:
         while True:
