@@ -9,7 +9,12 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.server import CONTEXT_TOKENS, RunningServer, serving
+from tests.e2e.server import CONTEXT_TOKENS, SCREENSHOTS, RunningServer, serving
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SCREENSHOTS.is_dir():
+        terminalreporter.write_line(f"chat page screenshots: {SCREENSHOTS}")
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:

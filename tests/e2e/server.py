@@ -19,6 +19,8 @@ import httpx
 GEMMA = "google-gemma-3-270m"
 SMOLLM2 = "huggingfacetb-smollm2-135m-instruct"
 CONTEXT_TOKENS = 2048
+# The browser tests' screenshots (one per test), kept as artifacts; test-artifacts/ is ignored by git.
+SCREENSHOTS = Path(os.environ.get("FAISCA_TEST_ARTIFACTS", "test-artifacts")).resolve() / "chat-page"
 
 
 def free_port() -> int:

@@ -34,10 +34,12 @@ def test_the_bearer_token(headers: list[tuple[bytes, bytes]], token: bytes | Non
     assert bearer_token({"headers": headers}) == token
 
 
-def test_only_health_and_the_root_are_public() -> None:
+def test_only_health_the_root_and_the_chat_page_are_public() -> None:
     assert is_public("GET", "/health") and is_public("GET", "/") and is_public("HEAD", "/")
+    assert is_public("GET", "/ui") and is_public("HEAD", "/ui/") and is_public("GET", "/ui/chat.js")
     for method, path in [("POST", "/"), ("GET", "/metrics"), ("GET", "/api/tags"), ("GET", "/health/"),
-                         ("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/v1/models")]:
+                         ("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/v1/models"), ("POST", "/ui"),
+                         ("GET", "/uix"), ("GET", "/ui.js"), ("DELETE", "/ui/chat.js")]:
         assert not is_public(method, path)
 
 

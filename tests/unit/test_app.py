@@ -89,6 +89,30 @@ def test_every_route_but_health_and_root_needs_a_key_in_its_surface_shape(catalo
         assert client.get("/").status_code == client.head("/").status_code == 200
 
 
+def test_the_root_is_text_for_clients_and_the_chat_page_for_browsers_without_a_key(catalog: Catalog) -> None:
+    with app_with(ScriptedEngine(["a"]), catalog, api_keys=("sesame",)) as client:
+        for headers in ({}, {"Accept": "*/*"}, {"Accept": "application/json"}):
+            root = client.get("/", headers=headers)
+            assert root.text == "faisca is running" and root.headers["content-type"].startswith("text/plain")
+            assert root.headers["vary"] == "Accept"
+        browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+        for path, headers in (("/", browser), ("/ui", {}), ("/ui/", {})):
+            page = client.get(path, headers=headers)
+            assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), path
+            assert '<script src="/ui/chat.js" defer></script>' in page.text
+            assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert client.head("/ui").status_code == 200
+        for name, media_type in (("chat.js", "text/javascript"), ("markdown.js", "text/javascript"),
+                                 ("chat.css", "text/css"), ("icon.svg", "image/svg+xml")):
+            asset = client.get(f"/ui/{name}")
+            assert asset.status_code == 200 and asset.headers["content-type"].startswith(media_type), name
+            assert asset.headers["x-content-type-options"] == "nosniff"
+        for path in ("/ui/nope.js", "/ui/..%2fpage.py", "/ui/static/chat.js"):
+            assert client.get(path).status_code == 404, path  # only the page's own files, and no key asked
+        assert client.post("/ui", json={}).status_code == 401  # the page is public to GET and HEAD only
+        assert client.get("/uix").status_code == 401
+
+
 def test_docs_are_off_unless_enabled_and_then_need_the_key(catalog: Catalog) -> None:
     with app_with(ScriptedEngine(["a"]), catalog) as client:
         assert [client.get(path).status_code for path in ("/docs", "/redoc", "/openapi.json")] == [404, 404, 404]

@@ -1,7 +1,8 @@
-"""The ASGI application: one port, the OpenAI surface under /v1, the Ollama one under /api, health and root.
+"""The ASGI application: one port, the OpenAI surface under /v1, the Ollama one under /api, health, root and the chat
+page (/ui).
 
 Middleware, outermost first: response counting, the drain (503 once shutting down), the API key (every route but
-`/health` and `GET|HEAD /`).
+`/health`, `GET|HEAD /` and the page's own files under `/ui`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +23,7 @@ from faisca.api.drain import RETRY_AFTER_S, Drain, RefuseWhileDraining
 from faisca.api.errors import error_response, install_error_handlers
 from faisca.api.ollama.routes import build_router as build_ollama_router
 from faisca.api.openai.routes import build_router as build_openai_router
+from faisca.api.page import build_router as build_page_router
 from faisca.config import Settings
 from faisca.errors import NotReady
 from faisca.images import AddressPolicy, ImageLimits, ImageLoader, SafeFetcher
@@ -84,6 +86,7 @@ def create_app(settings: Settings, registry: ModelRegistry, *, drain: Drain | No
     started_at = int(time.time())
     app.include_router(build_openai_router(service, settings, started_at=started_at))
     app.include_router(build_ollama_router(service, settings, started_at=started_at))
+    app.include_router(build_page_router())  # `GET|HEAD /` (text for clients, the chat page for browsers) and /ui
 
     # add_middleware puts each one outside the ones before it
     if settings.api_keys:
@@ -108,11 +111,6 @@ def create_app(settings: Settings, registry: ModelRegistry, *, drain: Drain | No
         if any(state != "ready" for state in states.values()):
             return JSONResponse({"status": "failed", "models": states}, status_code=503)
         return JSONResponse({"status": "ok", "models": states})
-
-    @app.get("/", operation_id="root")
-    @app.head("/", operation_id="root_head")  # one operation id each: the OpenAPI document has no duplicates
-    async def root() -> PlainTextResponse:
-        return PlainTextResponse("faisca is running")
 
     return app
 

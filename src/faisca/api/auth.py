@@ -1,6 +1,7 @@
 """API keys: one plain-ASGI middleware in front of every route, so a route added later cannot forget the key.
 
-Every request but `/health` and `GET|HEAD /` carries `Authorization: Bearer KEY` (Ollama's clients send it through
+Every request but `/health`, `GET|HEAD /` and `GET|HEAD /ui…` (the chat page's files: they hold no secret; the page
+sends the key the user types with its API calls) carries `Authorization: Bearer KEY` (Ollama's clients send it through
 their `headers`). A missing or wrong key is a 401 in the surface's own error shape.
 """
 
@@ -42,8 +43,12 @@ def bearer_token(scope: Scope) -> bytes | None:
 
 
 def is_public(method: str, path: str) -> bool:
-    """Routes that need no key: the health check (load balancers, orchestrators) and the root liveness text."""
-    return path == "/health" or (path == "/" and method in ("GET", "HEAD"))
+    """Routes that need no key: the health check (load balancers, orchestrators), the root liveness text (or the chat
+    page, for a browser) and the chat page's files."""
+    if path == "/health":
+        return True
+    is_page = path in ("/", "/ui") or path.startswith("/ui/")
+    return is_page and method in ("GET", "HEAD")
 
 
 class RequireApiKey:
