@@ -13,23 +13,29 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
+from jsonschema import Draft7Validator
 
 from faisca.api.body import read_json_object
+from faisca.api.openapi import request_body
 from faisca.config import Settings
 from faisca.errors import InvalidRequest, ModelNotFound, UnsupportedCapability
 from faisca.registry import ServedModel
 from faisca.service import ChatService
 
-_MAX_NAME_CHARS = 256
+_NAME = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "\\S"}
+# vLLM's bodies; `model` (faisca's) names the base when several models are served
+LOAD_SCHEMA = {"type": "object", "required": ["lora_name", "lora_path"], "properties": {
+    "lora_name": _NAME, "lora_path": {"type": "string", "minLength": 1, "maxLength": 4096}, "model": _NAME}}
+UNLOAD_SCHEMA = {"type": "object", "required": ["lora_name"], "properties": {
+    "lora_name": _NAME, "lora_int_id": {"type": "integer"}}}
 
 
-def _text_field(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
-    value = body.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip() or len(value) > 4096:
-        raise InvalidRequest(f"{name}: expected a non-empty string", param=name)
-    return value
+async def _read(request: Request, schema: dict[str, Any]) -> dict[str, Any]:
+    body = await read_json_object(request, max_bytes=64 * 1024)
+    for error in Draft7Validator(schema).iter_errors(body):
+        param = ".".join(str(part) for part in error.absolute_path) or None
+        raise InvalidRequest(f"{param or 'body'}: {error.message}", param=param)
+    return body
 
 
 def checked_adapter_path(raw: str, allowed_dirs: tuple[Path, ...]) -> Path:
@@ -77,29 +83,25 @@ def build_router(service: ChatService, settings: Settings) -> APIRouter:
         return [{"id": info.id, "name": info.name, "path": str(info.path), "scale": 0.0, "model": entry.card.id}
                 for entry in served for info in entry.engine.lora_adapters]
 
-    @router.post("/v1/load_lora_adapter")
+    @router.post("/v1/load_lora_adapter", openapi_extra=request_body(LOAD_SCHEMA, model_ids=None))
     async def load_lora_adapter(request: Request) -> PlainTextResponse:
-        body = await read_json_object(request, max_bytes=64 * 1024)
-        name = _text_field(body, "lora_name")
-        assert name is not None
-        if len(name) > _MAX_NAME_CHARS:
-            raise InvalidRequest(f"lora_name: at most {_MAX_NAME_CHARS} characters", param="lora_name")
+        body = await _read(request, LOAD_SCHEMA)
+        name = body["lora_name"]
         try:
             service.resolve_model(name)
         except ModelNotFound:
             pass
         else:
             raise InvalidRequest(f"lora_name: `{name}` already names a model or an adapter", param="lora_name")
-        path = checked_adapter_path(_text_field(body, "lora_path") or "", settings.lora_dirs)
-        served = base_model(_text_field(body, "model", required=False))
+        path = checked_adapter_path(body["lora_path"], settings.lora_dirs)
+        served = base_model(body.get("model"))
         await served.engine.load_lora(name, path)
         return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
 
-    @router.post("/v1/unload_lora_adapter")
+    @router.post("/v1/unload_lora_adapter", openapi_extra=request_body(UNLOAD_SCHEMA, model_ids=None))
     async def unload_lora_adapter(request: Request) -> PlainTextResponse:
-        body = await read_json_object(request, max_bytes=64 * 1024)
-        name = _text_field(body, "lora_name")
-        assert name is not None
+        body = await _read(request, UNLOAD_SCHEMA)
+        name = body["lora_name"]
         found = service.registry.adapter(name)
         if found is None:
             raise ModelNotFound(f"The LoRA adapter `{name}` cannot be found.", param="lora_name")

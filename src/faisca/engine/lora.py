@@ -57,10 +57,9 @@ class AdapterTable:
         """Load the adapter now (so that a file that does not fit the base is refused at once) and name it."""
         if name in self._by_name:
             raise ValueError(f"an adapter named `{name}` is already loaded")
-        adapter = Adapter(next(self._ids), name, path)
         self._make_room()
-        adapter.handle = self._load(path)
-        adapter.last_used = next(self._ticks)
+        handle = self._load(path)
+        adapter = Adapter(next(self._ids), name, path, handle, last_used=next(self._ticks))
         self._by_id[adapter.id] = adapter
         self._by_name[name] = adapter
         return adapter
