@@ -31,6 +31,8 @@ class Settings:
     # networks image URLs may reach besides public addresses (a LAN image host); none by default
     image_allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
     weights_paths: tuple[tuple[str, Path], ...] = ()
+    max_loras: int = 8  # LoRA adapters resident per model; the least recently used idle one goes first
+    lora_dirs: tuple[Path, ...] = ()  # where POST /v1/load_lora_adapter may load adapters from; none: it is off
     upstreams: tuple[tuple[str, str], ...] = ()  # (model id, OpenAI base URL) from --upstream; repeated: replicas
     upstream_api_key: str | None = None  # sent to every upstream as `Authorization: Bearer` ($FAISCA_UPSTREAM_API_KEY)  # (model id, GGUF path) from --weights
     cards_dirs: tuple[Path, ...] = field(default_factory=tuple)

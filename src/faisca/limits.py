@@ -38,6 +38,10 @@ MAX_GRAMMAR_CHARS = 64 * 1024  # its `grammar` (Lark) or `regex`
 MAX_CHOICES = 1024  # strings in its `choice`
 MAX_CHOICE_CHARS = 1024  # characters in one of them
 
+# LoRA: adapters one request mixes (llama-server's `lora`), and how far a scale may go either way.
+MAX_LORAS_PER_REQUEST = 16
+MAX_LORA_SCALE = 16.0
+
 # Integers, so that every one fits the types it reaches (C int for token counts and ids, 64 bits for seeds).
 MAX_INT32 = 2**31 - 1
 MIN_SEED = -(2**63)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from faisca.catalog import Catalog, ModelCard
 from faisca.chat.literal import ControlTextEscaper
 from faisca.chat.template import ChatTemplate
-from faisca.engine.base import Engine, EngineStats
+from faisca.engine.base import Engine, EngineStats, LoraInfo
 from faisca.engine.weights import missing_weights_message
 from faisca.errors import EngineError, FaiscaError, ModelUnavailable, NoReplica, NotReady
 from faisca.fleet import Fleet, ReplicaStats
@@ -83,9 +83,13 @@ def _stopped_message(card_id: str) -> str:
 
 
 class ModelRegistry:
-    def __init__(self, catalog: Catalog, served_ids: Iterable[str], load_engine: EngineLoader) -> None:
+    def __init__(self, catalog: Catalog, served_ids: Iterable[str], load_engine: EngineLoader, *,
+                 on_fatal: Callable[[str], None] | None = None) -> None:
         self.catalog = catalog
         self._load_engine = load_engine
+        # a LoRA adapter named at start that does not load: the CLI ends the process (one line, exit 2); without it
+        # the model fails alone
+        self._on_fatal = on_fatal
         self._cards = [catalog.resolve(name) for name in served_ids]
         self._ready: dict[str, AnyServed] = {}
         self._failed: dict[str, FaiscaError] = {}
@@ -124,6 +128,7 @@ class ModelRegistry:
                     await engine.start()
                     self._ready[card.id] = RemoteModel(card, engine)
                     continue
+                await self._load_adapters(card, engine)
                 self._ready[card.id] = ServedModel(card, engine, chat_template_for(card, engine),
                                                    ControlTextEscaper(engine.control_texts))
             except FaiscaError as exc:
@@ -133,6 +138,27 @@ class ModelRegistry:
                 logger.exception("loading %s failed", card.id)
                 self._failed[card.id] = ModelUnavailable(f"The model `{card.id}` failed to load: {exc}")
         self._is_loading = False
+
+    async def _load_adapters(self, card: ModelCard, engine: Engine) -> None:
+        for ref in card.runtime.loras:
+            try:
+                await engine.load_lora(ref.name, ref.path)
+            except FaiscaError as exc:
+                await engine.close()
+                message = f"--lora {ref.name}={ref.path}: {exc.message}"
+                if self._on_fatal is not None:
+                    self._on_fatal(message)
+                raise ModelUnavailable(message) from None
+            logger.info("%s: LoRA adapter %s loaded from %s", card.id, ref.name, ref.path)
+
+    def adapter(self, name: str) -> tuple[ServedModel, LoraInfo] | None:
+        """The served model a LoRA adapter of this name belongs to, and the adapter; None if no model has one."""
+        for served in self._ready.values():
+            if isinstance(served, ServedModel):
+                for info in served.engine.lora_adapters:
+                    if info.name == name:
+                        return served, info
+        return None
 
     def ready_models(self) -> list[AnyServed]:
         return list(self._ready.values())

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -21,8 +21,8 @@ from faisca.chat.stops import StopMatcher
 from faisca.chat.toolcalls.base import (
     ParsedCallArguments, ParsedCallStart, ParsedEvent, ParsedReasoning, ParsedText, ToolCallParser, new_call_id,
 )
-from faisca.engine.base import Constraint, EnginePrompt, PromptAccepted
-from faisca.errors import ContextLengthExceeded, InvalidRequest, UnsupportedCapability
+from faisca.engine.base import Constraint, EnginePrompt, LoraInfo, LoraSet, PromptAccepted
+from faisca.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, UnsupportedCapability
 from faisca.fleet import UpstreamCall, UpstreamStream
 from faisca.fleet.routing import conversation_affinity
 from faisca.images import DecodedImage, ImageLoader, png_data_uri
@@ -66,6 +66,30 @@ def check_token_ids(sampling: SamplingParams, vocab_size: int) -> None:
                                      param=param)
 
 
+def lora_set(card: ModelCard, adapters: Sequence[LoraInfo], request: ChatRequest) -> LoraSet:
+    """The adapters a request runs under, and their scales: llama-server's `lora` mix when given (the adapters it
+    does not list are off), else the adapter its `model` named at scale 1, else none."""
+    known = {info.id: info for info in adapters}
+    if request.lora is not None:
+        for adapter_id, _ in request.lora:
+            if adapter_id not in known:
+                raise InvalidRequest(f"lora: no adapter with id {adapter_id} is loaded for `{card.id}` (see GET "
+                                     "/lora-adapters)", param="lora")
+        mix = [(adapter_id, scale) for adapter_id, scale in request.lora if scale != 0]
+    elif request.adapter is not None:
+        by_name = {info.name: info.id for info in adapters}
+        if request.adapter not in by_name:
+            raise ModelNotFound(f"The model `{request.adapter}` does not exist (its LoRA adapter was unloaded).",
+                                param="model")
+        mix = [(by_name[request.adapter], 1.0)]
+    else:
+        mix = []
+    if mix and not card.lora:
+        raise UnsupportedCapability(f"The model `{card.id}` takes no LoRA adapters (its card says LoRA ❌).",
+                                    param="lora" if request.lora is not None else "model")
+    return tuple(sorted(mix))
+
+
 def max_new_tokens_for(num_prompt_tokens: int, requested_max_tokens: int | None, max_context_tokens: int) -> int:
     """What fits in the context: the requested bound, or all the room left when none was asked for."""
     room = max_context_tokens - num_prompt_tokens
@@ -100,6 +124,16 @@ class ChatService:
         # and a thread holding the GIL longer than that would slow the loop's turns)
         self._preparing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare")
 
+    def resolve_model(self, name: str) -> tuple[ModelCard, str | None]:
+        """A request's `model`: a card (by id, Hugging Face id or alias), or a LoRA adapter of a served model (its
+        card, and the adapter's name)."""
+        try:
+            return self.catalog.resolve(name), None
+        except ModelNotFound:
+            if found := self.registry.adapter(name):
+                return found[0].card, found[1].name
+            raise
+
     def _admission(self, card: ModelCard) -> Admission:
         return self._admissions.setdefault(card.id, Admission(card.id, self._limits))
 
@@ -113,7 +147,11 @@ class ChatService:
         check_capabilities(card, sources)
         served = self.registry.get(card)
         if isinstance(served, RemoteModel):
+            if request.adapter is not None or request.lora:
+                raise UnsupportedCapability(f"The model `{card.id}` is served upstream: name the upstream's adapter "
+                                            "as its own model instead of a LoRA adapter here.", param="lora")
             return await self._start_remote(served, request, sources)
+        loras = lora_set(card, served.engine.lora_adapters, request)
         image_marker = served.engine.image_marker
         if sources and image_marker is None:
             raise UnsupportedCapability(
@@ -129,6 +167,7 @@ class ChatService:
             images = await self._images.load_all(sources) if sources else ()
             plan, prompt, constraints = await asyncio.get_running_loop().run_in_executor(
                 self._preparing, self._prepare, card, served, request, images, max_context_tokens)
+            prompt = dataclasses.replace(prompt, loras=loras)
             if prompt.num_tokens == 0:  # a raw prompt of "" for a model without a BOS token: nothing to continue
                 raise InvalidRequest("prompt: the prompt is empty; the model needs at least one token to continue "
                                      "from.", param="prompt")

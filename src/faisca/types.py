@@ -132,6 +132,10 @@ class ChatRequest:
     # vLLM's `cache_salt`: the prompt's cached prefix is shared only with requests of the same salt (None: with those
     # without one), so that one tenant cannot learn another's prompts from how fast its own are answered.
     cache_salt: str | None = None
+    # The LoRA adapter the request's `model` named (a name of `/v1/models` whose `parent` is the card); None: the base.
+    adapter: str | None = None
+    # llama-server's `lora`: (adapter id, scale) pairs, the whole mix (adapters not listed are off); None: not given.
+    lora: tuple[tuple[int, float], ...] | None = None
 
 
 @dataclass(frozen=True)

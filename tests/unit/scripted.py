@@ -31,6 +31,7 @@ class ScriptedEngine:
     image_marker = None
     control_texts = frozenset({"<|im_start|>"})
     is_alive = True
+    lora_adapters: list[object] = []  # LoRA needs llama.cpp: tests/e2e/test_lora.py
 
     @property
     def chat_template_source(self) -> str | None:

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from faisca import __version__
 from faisca.api.auth import ApiKeys, RequireApiKey
 from faisca.api.drain import RETRY_AFTER_S, Drain, RefuseWhileDraining
+from faisca.api.lora import build_router as build_lora_router
 from faisca.api.errors import error_response, install_error_handlers
 from faisca.api.ollama.routes import build_router as build_ollama_router
 from faisca.api.openai.routes import build_router as build_openai_router
@@ -86,6 +87,7 @@ def create_app(settings: Settings, registry: ModelRegistry, *, drain: Drain | No
     started_at = int(time.time())
     app.include_router(build_openai_router(service, settings, started_at=started_at))
     app.include_router(build_ollama_router(service, settings, started_at=started_at))
+    app.include_router(build_lora_router(service, settings))
     app.include_router(build_page_router())  # `GET|HEAD /` (text for clients, the chat page for browsers) and /ui
 
     # add_middleware puts each one outside the ones before it

@@ -51,6 +51,13 @@ class PathWeights(_Strict):
     path: Path
 
 
+class LoraAdapterRef(_Strict):
+    """A GGUF LoRA adapter for the card's weights, served under `name` (a model name clients can use)."""
+
+    name: str = Field(min_length=1, max_length=256)
+    path: Path
+
+
 Weights = Annotated[AssembledPackageWeights | PackageFileWeights | PathWeights, Field(discriminator="kind")]
 
 
@@ -70,11 +77,15 @@ class Runtime(_Strict):
     projector: Weights | None = None
     # A template shipped in faisca/chat/templates/<name>.jinja; None: use the GGUF's own chat template.
     chat_template: str | None = None
+    # llama_cpp: LoRA adapters loaded with the weights (`faisca serve --lora NAME=PATH`); the card must say `lora`.
+    loras: tuple[LoraAdapterRef, ...] = ()
 
     @model_validator(mode="after")
     def _urls_for_upstream(self) -> Runtime:
         if self.engine == "upstream" and not self.urls:
             raise ValueError("engine = \"upstream\" needs `urls`: the servers' OpenAI base URLs")
+        if self.engine == "upstream" and self.loras:
+            raise ValueError("`loras` go with the llama_cpp engine; an upstream serves its own adapters")
         if self.engine != "upstream" and (self.urls or self.served_name):
             raise ValueError("`urls` and `served_name` go with engine = \"upstream\"")
         for url in self.urls:
@@ -102,6 +113,12 @@ class ModelCard(_Strict):
     tool_format: Literal["react", "mistral"] | None = None
     aliases: tuple[str, ...] = ()
     runtime: Runtime = Field(default_factory=Runtime)
+
+    @model_validator(mode="after")
+    def _loras_need_lora(self) -> ModelCard:
+        if self.runtime.loras and not self.lora:
+            raise ValueError("runtime.loras: this card says `lora = false`: the model takes no LoRA adapters")
+        return self
 
     @computed_field  # type: ignore[prop-decorator]
     @property

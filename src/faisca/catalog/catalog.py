@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from faisca.catalog.card import ModelCard, PathWeights, Runtime
+from faisca.catalog.card import LoraAdapterRef, ModelCard, PathWeights, Runtime
 from faisca.catalog.ids import slugify
 from faisca.errors import ModelNotFound
 
@@ -80,6 +80,15 @@ class Catalog:
         runtime = Runtime.model_validate({**card.runtime.model_dump(), "engine": "upstream", "urls": urls,
                                           "weights": None, "projector": None})
         updated = card.model_copy(update={"runtime": runtime})
+        return Catalog(updated if c.id == card.id else c for c in self)
+
+    def with_loras(self, name: str, adapters: tuple[tuple[str, Path], ...]) -> Catalog:
+        """A catalog where the card `name` is served with these LoRA adapters (`faisca serve --lora NAME=PATH`) besides
+        its card's own. ValueError if the card says it takes none."""
+        card = self.resolve(name)
+        loras = (*card.runtime.loras, *(LoraAdapterRef(name=adapter, path=path) for adapter, path in adapters))
+        runtime = Runtime.model_validate({**card.runtime.model_dump(), "loras": [ref.model_dump() for ref in loras]})
+        updated = ModelCard.model_validate({**card.model_dump(exclude={"id"}), "runtime": runtime.model_dump()})
         return Catalog(updated if c.id == card.id else c for c in self)
 
     def with_card(self, card: ModelCard) -> Catalog:

@@ -51,7 +51,7 @@ def card_from_gguf(
         "tool_calling": False,
         "long_term_support": False,
         "context_length": int(context_length) if context_length.isdigit() and int(context_length) > 0 else 4096,
-        "lora": False,
+        "lora": True,  # llama.cpp applies GGUF LoRA adapters to any model it runs
         "input": "text+image" if projector_path is not None else "text",
         "description": metadata.get("general.description", ""),
         "notes": f"Derived from the metadata of {gguf_path.name} (architecture {architecture}).",

@@ -22,6 +22,8 @@ from faisca.limits import (
     MAX_CONTENT_PARTS_TOTAL,
     MAX_GRAMMAR_CHARS,
     MAX_INT32,
+    MAX_LORA_SCALE,
+    MAX_LORAS_PER_REQUEST,
     MAX_LOGIT_BIAS_ENTRIES,
     MAX_MESSAGES,
     MAX_SEED,
@@ -96,6 +98,15 @@ def _properties(card: ModelCard) -> Schema:
             "maxProperties": MAX_LOGIT_BIAS_ENTRIES,
         },
         "structured_outputs": _structured_outputs(),
+        # llama-server's: the LoRA adapters to apply and their scales (ids as in GET /lora-adapters); those not
+        # listed are off
+        "lora": {
+            "type": "array", "maxItems": MAX_LORAS_PER_REQUEST,
+            "items": {"type": "object", "required": ["id", "scale"], "additionalProperties": False, "properties": {
+                "id": {"type": "integer", "minimum": 0, "maximum": MAX_INT32},
+                "scale": {"type": "number", "minimum": -MAX_LORA_SCALE, "maximum": MAX_LORA_SCALE},
+            }},
+        },
     }
     nullable_refs = {"response_format": "ResponseFormat"}  # field -> component
     if card.accepts_tools:

@@ -89,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"a model to serve: id, Hugging Face id or alias; repeatable (default: {DEFAULT_MODEL_ID})")
     serve.add_argument("--weights", action="append", type=_weights_arg, default=[], metavar="ID=PATH",
                        help="run the card ID from a local GGUF file; repeatable")
+    serve.add_argument("--lora", action="append", type=_weights_arg, default=[], metavar="NAME=PATH",
+                       help="load the GGUF LoRA adapter PATH for the served model, as the model NAME (repeatable; "
+                            "with several models served, list adapters in their cards instead). A request names it as "
+                            "its `model`, or mixes adapters with llama-server's `lora` field")
+    serve.add_argument("--max-loras", type=_count(1), default=8, metavar="N",
+                       help="LoRA adapters held in memory per model; the least recently used idle one is freed "
+                            "first, and reloaded when asked for (default: %(default)s)")
+    serve.add_argument("--lora-dir", type=Path, action="append", default=[], metavar="DIR",
+                       help="let POST /v1/load_lora_adapter load adapters from DIR (repeatable; default: none, "
+                            "loading while serving is off)")
     serve.add_argument("--upstream", action="append", type=_upstream_arg, default=[], metavar="ID=URL",
                        help="serve the card ID through an OpenAI-compatible server at URL (its base, e.g. "
                             "http://gpu-1:8000/v1: vLLM, SGLang, llama-server, another faisca); repeat with the same ID "
@@ -251,6 +261,12 @@ def _api_keys(key: str | None, key_file: Path | None) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def _exit_at_start(message: str) -> None:
+    """What the command line named cannot be served (a LoRA adapter that does not fit its model): one line, exit 2."""
+    print(f"faisca: {message}", file=sys.stderr, flush=True)
+    os._exit(2)  # from the loading task, with the server already listening: no clean way out is worth more
+
+
 def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
     from faisca.api.app import create_app
     from faisca.api.drain import Drain
@@ -274,11 +290,26 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
         model_ids.append(local_id)
     elif args.mmproj is not None or args.name is not None:
         raise FaiscaError("--mmproj and --name go with --gguf FILE")
+    if args.lora:
+        local = [model_id for model_id in dict.fromkeys(model_ids or (DEFAULT_MODEL_ID,))
+                 if catalog.resolve(model_id).runtime.engine == "llama_cpp"]
+        if len(local) != 1:
+            raise FaiscaError("--lora: several models are served here; list each one's adapters in its card "
+                              "([[runtime.loras]] name, path)")
+        for name, path in args.lora:
+            if not path.is_file():
+                raise FaiscaError(f"--lora {name}={path}: not a file")
+        try:
+            catalog = catalog.with_loras(local[0], tuple(args.lora))
+        except ValueError as exc:
+            raise FaiscaError(f"--lora: the model `{catalog.resolve(local[0]).id}` takes no LoRA adapters "
+                              f"(its card says lora = false)") from exc
     settings = Settings(
         host=args.host, port=args.port, model_ids=tuple(dict.fromkeys(model_ids or (DEFAULT_MODEL_ID,))),
         num_threads=args.threads, max_context_tokens=args.ctx_size, kv_cache_tokens=args.kv_cache_tokens,
         max_num_seqs=args.max_num_seqs, max_queue=args.max_queue, max_batch_tokens=args.max_batch_tokens,
         api_keys=api_keys, enable_docs=args.enable_docs, drain_timeout_s=args.drain_timeout,
+        max_loras=args.max_loras, lora_dirs=tuple(args.lora_dir),
         max_image_pixels=args.max_image_pixels, max_image_bytes=args.max_image_bytes,
         image_allowed_networks=tuple(args.allow_image_network),
         max_images_per_request=args.max_images_per_request,
@@ -292,7 +323,7 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))  # a line per upstream call
     loader = engine_loader(settings, num_threads=settings.num_threads or available_cores())
-    registry = ModelRegistry(catalog, settings.model_ids, loader)
+    registry = ModelRegistry(catalog, settings.model_ids, loader, on_fatal=_exit_at_start)
     drain = Drain()
     app = create_app(settings, registry, drain=drain)
     serve(app, host=settings.host, port=settings.port, log_level=args.log_level, drain=drain,

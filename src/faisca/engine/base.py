@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, TypeAlias
 
 from faisca.images import DecodedImage
@@ -25,6 +26,20 @@ class PromptImage:
     chunk: object
 
 
+# (adapter id, scale) pairs, sorted by id, no zero scales: the LoRA adapters a sequence is computed under
+LoraSet: TypeAlias = tuple[tuple[int, float], ...]
+
+
+@dataclass(frozen=True)
+class LoraInfo:
+    """A LoRA adapter loaded for a model: `id` is llama-server's (`"lora": [{"id": ..., "scale": ...}]`), never
+    reused for another adapter."""
+
+    id: int
+    name: str
+    path: Path
+
+
 @dataclass(frozen=True)
 class EnginePrompt:
     """A prompt as the engine takes it: token ids, where an image's positions hold a negative placeholder derived
@@ -34,6 +49,7 @@ class EnginePrompt:
     images: tuple[PromptImage, ...] = ()
     # prefixes are reused only between prompts of the same salt (vLLM's `cache_salt`)
     cache_salt: str | None = None
+    loras: LoraSet = ()  # the adapters it is computed under (none: the base model)
 
     @property
     def num_tokens(self) -> int:
@@ -136,5 +152,19 @@ class Engine(Protocol):
         self, prompt: EnginePrompt, sampling: SamplingParams, max_new_tokens: int,
         constraint: Constraint | None = None,
     ) -> AsyncIterator[EngineEvent]: ...
+
+    @property
+    def lora_adapters(self) -> list[LoraInfo]:
+        """The LoRA adapters loaded for this model, by id."""
+        ...
+
+    async def load_lora(self, name: str, path: Path) -> LoraInfo:
+        """Load a GGUF LoRA adapter for this model under `name`; InvalidRequest if it does not fit the model or the
+        name is taken, Overloaded while every resident adapter is in use."""
+        ...
+
+    async def unload_lora(self, name: str) -> None:
+        """Unload an adapter: no new request can name it; the requests using it finish with it."""
+        ...
 
     async def close(self) -> None: ...

@@ -28,6 +28,7 @@ def engine_loader(settings: Settings, *, num_threads: int) -> EngineLoader:
                     max_batch_tokens=settings.max_batch_tokens,
                     kv_cache_tokens=settings.kv_cache_tokens,
                     projector_path=resolve_projector(card),
+                    max_loras=settings.max_loras,
                 )
         raise AssertionError(f"unknown engine {card.runtime.engine!r}")
 

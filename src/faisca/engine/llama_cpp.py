@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import ctypes
 import dataclasses
 import functools
 import itertools
@@ -33,23 +34,27 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from faisca.engine.base import EngineEvent, EnginePrompt, EngineStats, ModelTokens, PromptAccepted, PromptImage, TokenOut
+from faisca.engine.base import (
+    EngineEvent, EnginePrompt, EngineStats, LoraInfo, LoraSet, ModelTokens, PromptAccepted, PromptImage, TokenOut,
+)
 from faisca.engine.batch_invariance import make_batch_invariant
 from faisca.engine.constraint import ConstraintCompiler, TokenConstraint
+from faisca.engine.kv_cache import CacheKey, PrefixCache
+from faisca.engine.lora import AdapterTable, NoRoomForAdapter
 from faisca.engine.logprobs import token_logprobs
 from faisca.engine.native_log import NativeLog
 from faisca.engine.sampling import TokenSampler
 from faisca.engine.tokenizer import PromptTokenizer
 from faisca.engine.vision import VisionEncoder
-from faisca.errors import EngineError, InvalidRequest
+from faisca.errors import EngineError, InvalidRequest, Overloaded
 from faisca.images import DecodedImage
-from faisca.scheduler import SchedulerConfig, SequenceView, choose_preemption_victim, schedule
+from faisca.scheduler import SchedulerConfig, SequenceView, choose_preemption_victim, pick_group, schedule
 from faisca.types import LITERAL_CLOSE, LITERAL_OPEN, SampledLogprobs, SamplingParams, TokenLogprob
 
 logger = logging.getLogger("faisca.engine")
@@ -116,6 +121,7 @@ class _Sequence:
     constraint: TokenConstraint | None = None
     images: tuple[PromptImage, ...] = ()
     cache_salt: str | None = None  # prefixes are shared only with sequences of the same salt
+    loras: LoraSet = ()  # the LoRA adapters it is computed under
     slot: int = -1
     num_computed: int = 0  # tokens whose KV is in the cache
     was_started: bool = False
@@ -124,12 +130,17 @@ class _Sequence:
     def num_generated(self) -> int:
         return len(self.tokens) - self.num_prompt_tokens
 
+    @property
+    def cache_key(self) -> CacheKey:
+        return CacheKey(self.cache_salt, self.loras)
+
     def view(self) -> SequenceView:
         """What this step's batch can take of it: the text up to its next image; 1 when it has reached an image
         (fed in a decode of its own, or still being encoded), so its tokens never hold batch room it cannot use."""
         if self.image_at(self.num_computed) is not None:
-            return SequenceView(self.request_id, 1)
-        return SequenceView(self.request_id, self.text_end(self.num_computed, len(self.tokens)) - self.num_computed)
+            return SequenceView(self.request_id, 1, self.loras)
+        return SequenceView(self.request_id, self.text_end(self.num_computed, len(self.tokens)) - self.num_computed,
+                            self.loras)
 
     def image_at(self, position: int) -> PromptImage | None:
         return next((image for image in self.images if image.start == position), None)
@@ -155,31 +166,9 @@ def _send_to_loop(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[object]
         logger.debug("event for a closed event loop dropped")
 
 
-def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-@dataclass
-class _KvSlots:
-    """Which KV sequence slot is free, and which tokens each free slot still holds (for prefix reuse)."""
-
-    num_slots: int
-    # free slot -> (cache salt, tokens its KV holds)
-    cached: dict[int, tuple[str | None, list[int]]] = field(default_factory=dict)
-    free_order: deque[int] = field(default_factory=deque)  # least recently freed first
-
-    def __post_init__(self) -> None:
-        self.free_order.extend(range(self.num_slots))
-
-
 class LlamaCppEngine:
     def __init__(self, model: object, context: object, *, name: str, max_context_tokens: int,
-                 scheduler: SchedulerConfig, vision: VisionEncoder | None = None) -> None:
+                 scheduler: SchedulerConfig, vision: VisionEncoder | None = None, max_loras: int = 8) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
@@ -211,7 +200,12 @@ class LlamaCppEngine:
         self._inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         self._waiting: deque[_Sequence] = deque()
         self._running: dict[int, _Sequence] = {}  # admission order
-        self._slots = _KvSlots(scheduler.max_num_seqs)
+        self._slots = PrefixCache(scheduler.max_num_seqs)
+        self._adapters = AdapterTable(max_resident=max_loras, load=self._load_adapter, free=self._free_adapter)
+        self._applied_loras: LoraSet = ()  # the adapter set on the context now
+        self._group_served_at: dict[LoraSet, int] = {}  # adapter set -> the step it last ran in
+        self._num_steps = 0
+        self._fed_last_step = False
         # After a preemption, no more sequences run than did then, until one finishes (else the preempted one
         # would be let in again at once, and preempted again).
         self._max_running_under_pressure: int | None = None
@@ -231,6 +225,7 @@ class LlamaCppEngine:
         max_batch_tokens: int = 512,
         kv_cache_tokens: int | None = None,
         projector_path: Path | None = None,
+        max_loras: int = 8,
     ) -> LlamaCppEngine:
         """Load the weights and make the context (blocking: call it off the event loop)."""
         import llama_cpp
@@ -272,7 +267,8 @@ class LlamaCppEngine:
             logger.info("%s reads images through the projector %s", name, projector_path)
         logger.info("loaded %s in %.1f s", name, time.monotonic() - started_s)
         scheduler = SchedulerConfig(max_num_seqs=max_num_seqs, max_batch_tokens=max_batch_tokens)
-        return cls(model, context, name=name, max_context_tokens=max_context_tokens, scheduler=scheduler, vision=vision)
+        return cls(model, context, name=name, max_context_tokens=max_context_tokens, scheduler=scheduler, vision=vision,
+                   max_loras=max_loras)
 
     # --- the Engine interface (event-loop side)
 
@@ -354,6 +350,7 @@ class LlamaCppEngine:
             max_new_tokens=max_new_tokens,
             images=prompt.images,
             cache_salt=prompt.cache_salt,
+            loras=prompt.loras,
             # a grammar decides where a constrained answer ends: its end tokens are never banned
             sampler=TokenSampler(sampling, prompt_tokens=prompt.tokens, end_tokens=() if constraint else self._end_tokens),
             detokenizer=IncrementalDetokenizer(lambda token: self._model.detokenize([token], special=False)),  # type: ignore[attr-defined]
@@ -374,10 +371,46 @@ class LlamaCppEngine:
             if not is_finished:  # closed early or cancelled: free the sequence at the next step
                 self._inbox.put(("abort", sequence.request_id))
 
+    @property
+    def lora_adapters(self) -> list[LoraInfo]:
+        return [LoraInfo(adapter.id, adapter.name, adapter.path) for adapter in self._adapters.listed()]
+
+    async def load_lora(self, name: str, path: Path) -> LoraInfo:
+        adapter = await self._on_engine_thread("load_lora", (name, path))
+        return LoraInfo(adapter.id, adapter.name, adapter.path)  # type: ignore[attr-defined]
+
+    async def unload_lora(self, name: str) -> None:
+        await self._on_engine_thread("unload_lora", name)
+
+    async def _on_engine_thread(self, command: str, argument: object) -> object:
+        """Run a command between two steps (llama.cpp's adapters are only touched there) and wait for its result."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[object] = loop.create_future()
+
+        def reply(result: object) -> None:  # on the engine thread
+            def settle() -> None:
+                if done.done():
+                    return
+                if isinstance(result, BaseException):
+                    done.set_exception(result)
+                else:
+                    done.set_result(result)
+            try:
+                loop.call_soon_threadsafe(settle)
+            except RuntimeError:
+                pass  # the event loop has gone away
+
+        self._inbox.put((command, (argument, reply)))
+        if not self.is_alive:
+            raise EngineError(f"the engine has stopped: {self._exit_reason or 'its thread is not running'}")
+        return await done
+
     async def close(self) -> None:
         self._inbox.put(("stop", None))
         await asyncio.to_thread(self._thread.join)
         self._lib.llama_batch_free(self._batch)
+        self._lib.llama_set_adapters_lora(self._ctx, None, 0, None)
+        self._adapters.close()
         if self._vision is not None:
             self._vision.close()
         self._context.close()  # type: ignore[attr-defined]
@@ -405,6 +438,8 @@ class LlamaCppEngine:
                     break
                 if command == "add":
                     left.append(argument)  # type: ignore[arg-type]
+                elif command in ("load_lora", "unload_lora"):
+                    argument[1](error)  # type: ignore[index]
             self._running.clear()
             self._waiting.clear()
             for sequence in left:
@@ -442,6 +477,9 @@ class LlamaCppEngine:
                     self._abort(argument)  # type: ignore[arg-type]
                 case "wake":  # an image's encoding is done
                     pass
+                case "load_lora" | "unload_lora":
+                    (payload, reply) = argument  # type: ignore[misc]
+                    reply(self._adapter_command(command, payload))
             try:
                 command, argument = self._inbox.get_nowait()
             except queue.Empty:
@@ -460,13 +498,25 @@ class LlamaCppEngine:
         config = self._scheduler
         if self._max_running_under_pressure is not None:
             config = dataclasses.replace(config, max_num_seqs=self._max_running_under_pressure)
-        plan = schedule([s.view() for s in self._running.values()], [s.view() for s in self._waiting], config)
-        for request_id in plan.admitted:
-            sequence = self._waiting.popleft()
-            assert sequence.request_id == request_id
-            self._start(sequence)
-        did_something = bool(plan.admitted)
+        did_something = False
+        while self._waiting and len(self._running) < config.max_num_seqs:  # admission: first come, while slots last
+            sequence = self._waiting[0]
+            outcome = self._start(sequence)
+            if outcome == "wait":
+                break  # its adapters wait for room: it stays first in line
+            if outcome == "started":
+                self._waiting.popleft()
+            did_something = True  # started, or failed (and gone from the line)
+        # one adapter set a step (llama.cpp applies one to a whole decode): the sets present take turns
+        running = [s.view() for s in self._running.values()]
+        group = pick_group(running, self._group_served_at)
+        plan = schedule(running, [], config, group=group)
         chunks = [(self._running[request_id], num_planned) for request_id, num_planned in plan.chunks]
+        if not chunks:
+            return did_something
+        self._num_steps += 1
+        self._group_served_at[group] = self._num_steps  # type: ignore[index]
+        self._apply_loras(group)  # type: ignore[arg-type]
         text_chunks = []
         for sequence, num_planned in chunks:  # images first: their decodes would overwrite the step's logits
             if (image := sequence.image_at(sequence.num_computed)) is None:
@@ -491,8 +541,11 @@ class LlamaCppEngine:
                 batch.logits[num_tokens] = position == len(sequence.tokens) - 1
                 num_tokens += 1
             to_sample.append((sequence, num_tokens - 1, num_fed))
-        if num_tokens == 0:  # images only, or nothing: every sequence waits for its image's encoding
-            return did_something
+        if num_tokens == 0:  # images only, or nothing: this group's sequences wait for their images' encoding
+            # another adapter set may have work: its turn comes at once, unless the last step fed nothing either
+            # (then every set waits, and the loop sleeps until an encoding wakes it)
+            fed_before, self._fed_last_step = self._fed_last_step, False
+            return did_something or (fed_before and len({view.group for view in running}) > 1)
         batch.n_tokens = num_tokens
         status = self._lib.llama_decode(self._ctx, batch)
         if status == 1:  # no room in the KV cache for this batch: nothing was computed
@@ -500,6 +553,7 @@ class LlamaCppEngine:
             return True
         if status != 0:
             raise EngineError(f"llama_decode failed with status {status}")
+        self._fed_last_step = True
         for sequence, row, num_fed in to_sample:
             sequence.num_computed += num_fed
             if sequence.num_computed == len(sequence.tokens):
@@ -541,34 +595,88 @@ class LlamaCppEngine:
         sequence.num_computed += image.num_tokens
         return "fed"
 
-    def _start(self, sequence: _Sequence) -> None:
-        """Give the sequence a KV slot, starting from the longest prefix any slot already holds."""
+    def _start(self, sequence: _Sequence) -> Literal["started", "wait", "failed"]:
+        """Give the sequence a KV slot, starting from the longest prefix any slot of its key already holds: "started";
+        "wait" (nothing done) while its LoRA adapters cannot be made resident yet; "failed" (it ended with the
+        error)."""
+        try:
+            self._adapters.acquire(adapter_id for adapter_id, _ in sequence.loras)
+        except NoRoomForAdapter:
+            return "wait"
+        except KeyError as exc:
+            self._finish(sequence, error=InvalidRequest(f"the LoRA adapter `{exc.args[0]}` was unloaded", param="model"))
+            return "failed"
+        except ValueError as exc:
+            self._finish(sequence, error=EngineError(f"loading a LoRA adapter again failed: {exc}"))
+            return "failed"
         memory, lib, slots = self._memory, self._lib, self._slots
-        salt = sequence.cache_salt
-        holders = [(slot, tokens) for slot, (held_salt, tokens) in slots.cached.items() if held_salt == salt]
-        holders += [(s.slot, s.tokens[: s.num_computed]) for s in self._running.values() if s.cache_salt == salt]
-        best_slot, best_len = -1, 0
-        for slot, tokens in holders:
-            if (length := _common_prefix_len(tokens, sequence.tokens)) > best_len:
-                best_slot, best_len = slot, length
+        running = ((s.slot, s.cache_key, s.tokens[: s.num_computed]) for s in self._running.values())
+        best_slot, best_len = slots.longest_prefix(sequence.cache_key, sequence.tokens, running)
         reuse = sequence.reusable_prefix(min(best_len, len(sequence.tokens) - 1))  # at least one token is fed, for logits
         if reuse > 0 and best_slot in slots.cached:
             slot = best_slot
-            slots.free_order.remove(slot)
+            slots.take(slot)
             if not lib.llama_memory_seq_rm(memory, slot, reuse, -1):
                 lib.llama_memory_seq_rm(memory, slot, -1, -1)
                 reuse = 0
         else:
-            slot = slots.free_order.popleft()
+            slot = slots.take_least_recent()
             lib.llama_memory_seq_rm(memory, slot, -1, -1)
             if reuse > 0:
                 lib.llama_memory_seq_cp(memory, best_slot, slot, 0, reuse)
-        slots.cached.pop(slot, None)
         sequence.slot, sequence.num_computed = slot, reuse
         self._running[sequence.request_id] = sequence
         if not sequence.was_started:
             sequence.was_started = True
             sequence.emit(PromptAccepted(num_cached_tokens=reuse))
+        return "started"
+
+    # --- LoRA adapters (the engine thread)
+
+    def _adapter_command(self, command: str, payload: object) -> object:
+        """A load or unload asked for by the event loop; the result, or the exception to raise there."""
+        try:
+            if command == "load_lora":
+                name, path = payload  # type: ignore[misc]
+                return self._adapters.register(name, path)
+            return self._adapters.unregister(payload)  # type: ignore[arg-type]
+        except NoRoomForAdapter:
+            return Overloaded(f"every one of the {self._adapters.max_resident} resident LoRA adapters is in use "
+                              "(--max-loras); retry shortly", retry_after_s=1)
+        except KeyError:
+            return InvalidRequest(f"no LoRA adapter named `{payload}` is loaded", param="lora_name")
+        except ValueError as exc:
+            return InvalidRequest(str(exc), param="lora_path")
+
+    def _load_adapter(self, path: Path) -> object:
+        log = NativeLog.install()
+        log.recent_errors.clear()
+        adapter = self._lib.llama_adapter_lora_init(self._model.model, str(path).encode())  # type: ignore[attr-defined]
+        if not adapter:
+            why = "; ".join(log.recent_errors) or "see the server log"
+            raise ValueError(f"{path} is not a LoRA adapter llama.cpp can apply to this model ({why})")
+        return adapter
+
+    def _free_adapter(self, adapter: object) -> None:
+        if any(self._adapters.handle(adapter_id) is adapter for adapter_id, _ in self._applied_loras):
+            self._apply_loras(())  # never free what the context still points at
+        self._lib.llama_adapter_lora_free(adapter)
+
+    def _apply_loras(self, loras: LoraSet) -> None:
+        """Put the step's adapter set on the context (llama.cpp does nothing when it is the one already set)."""
+        if loras == self._applied_loras:
+            return
+        lib = self._lib
+        if loras:
+            handles = (lib.llama_adapter_lora_p_ctypes * len(loras))(
+                *(self._adapters.handle(adapter_id) for adapter_id, _ in loras))
+            scales = (ctypes.c_float * len(loras))(*(scale for _, scale in loras))
+            status = lib.llama_set_adapters_lora(self._ctx, handles, len(loras), scales)
+        else:
+            status = lib.llama_set_adapters_lora(self._ctx, None, 0, None)
+        if status != 0:
+            raise EngineError(f"setting the LoRA adapters failed with status {status}")
+        self._applied_loras = loras
 
     def _logprobs(self, raw_logits: np.ndarray, token: int, num_top: int) -> SampledLogprobs:
         chosen, top = token_logprobs(raw_logits, token, num_top)
@@ -598,8 +706,8 @@ class LlamaCppEngine:
         if self._vision is not None:  # its image encodings nobody else waits for: cancelled, or dropped when done
             self._vision.release(sequence.request_id)
         if self._running.pop(sequence.request_id, None) is not None:
-            self._slots.cached[sequence.slot] = (sequence.cache_salt, sequence.tokens[: sequence.num_computed])
-            self._slots.free_order.append(sequence.slot)
+            self._slots.release(sequence.slot, sequence.cache_key, sequence.tokens[: sequence.num_computed])
+            self._adapters.release(adapter_id for adapter_id, _ in sequence.loras)
             self._max_running_under_pressure = None
         elif sequence in self._waiting:
             self._waiting.remove(sequence)
@@ -610,9 +718,8 @@ class LlamaCppEngine:
     def _make_room(self) -> None:
         """The KV cache is full: drop cached prefixes; failing that, preempt the newest sequence to recompute later."""
         if self._slots.cached:
-            for slot in self._slots.cached:
+            for slot in self._slots.drop_cached():
                 self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
-            self._slots.cached.clear()
             return
         victim_id = choose_preemption_victim([s.view() for s in self._running.values()])
         if victim_id is None:
@@ -621,7 +728,8 @@ class LlamaCppEngine:
             return
         victim = self._running.pop(victim_id)
         self._lib.llama_memory_seq_rm(self._memory, victim.slot, -1, -1)
-        self._slots.free_order.appendleft(victim.slot)
+        self._slots.release_empty(victim.slot)
+        self._adapters.release(adapter_id for adapter_id, _ in victim.loras)
         victim.slot, victim.num_computed = -1, 0
         self._waiting.appendleft(victim)
         self._max_running_under_pressure = len(self._running)

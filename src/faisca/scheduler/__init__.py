@@ -5,6 +5,7 @@ from faisca.scheduler.policy import (
     SequenceView,
     StepPlan,
     choose_preemption_victim,
+    pick_group,
     schedule,
 )
 
@@ -13,5 +14,6 @@ __all__ = [
     "SequenceView",
     "StepPlan",
     "choose_preemption_victim",
+    "pick_group",
     "schedule",
 ]

@@ -20,14 +20,21 @@ sequence plus prompt chunks of sequences still prefilling. ``schedule`` decides 
 Admission depends only on free slots: a sequence may be admitted in a step whose budget
 is already spent, and then gets its first tokens in a later step.
 
+5. Groups: llama.cpp applies one set of LoRA adapters to a whole batch, so with ``group`` given only sequences of
+   that group (``SequenceView.group``) get tokens this step; admission is unchanged. ``pick_group`` takes turns: the
+   group served longest ago goes next, so sequences on different adapters all progress, and one group's sequences
+   still batch together.
+
 ``choose_preemption_victim`` picks whom to evict when the KV cache is full: the most
 recently admitted running sequence, never a lone one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+
+_ALL = object()
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class SequenceView:
     # (up to its next image, which is fed apart from the batch: 1 once it has reached one);
     # 1 (its last sampled token) while decoding. Always >= 1.
     num_pending_tokens: int
+    group: Hashable = ()  # sequences batch together only within a group (their LoRA set)
 
 
 @dataclass(frozen=True)
@@ -62,8 +70,15 @@ class StepPlan:
         return sum(n for _, n in self.chunks)
 
 
+def pick_group(candidates: Sequence[SequenceView], last_served: Mapping[Hashable, int]) -> Hashable:
+    """The group whose turn it is among `candidates` (in order): the one served longest ago (never: first)."""
+    order = list(dict.fromkeys(view.group for view in candidates))
+    return min(order, key=lambda group: last_served.get(group, -1)) if order else ()
+
+
 def schedule(
-    running: Sequence[SequenceView], waiting: Sequence[SequenceView], config: SchedulerConfig
+    running: Sequence[SequenceView], waiting: Sequence[SequenceView], config: SchedulerConfig,
+    *, group: Hashable = _ALL,
 ) -> StepPlan:
     for seq in (*running, *waiting):
         if seq.num_pending_tokens < 1:
@@ -76,6 +91,8 @@ def schedule(
         + [s for s in running if s.num_pending_tokens > 1]
         + [s for s in admitted if s.num_pending_tokens > 1]
     )
+    if group is not _ALL:
+        order = [s for s in order if s.group == group]
     budget = config.max_batch_tokens
     chunks: list[tuple[int, int]] = []
     for seq in order:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from collections.abc import AsyncIterator, Mapping
@@ -22,6 +23,7 @@ from faisca.catalog.ollama_schema import chat_schema, generate_schema, validator
 from faisca.config import Settings
 from faisca.engine.weights import resolve_gguf
 from faisca.errors import FaiscaError, InvalidRequest, ModelNotFound
+from faisca.registry import ServedModel
 from faisca.service import ChatService
 from faisca.types import ChatRequest
 
@@ -33,16 +35,20 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
     router = APIRouter(prefix="/api")
     modified_at = datetime.fromtimestamp(started_at, timezone.utc).isoformat().replace("+00:00", "Z")
 
-    def resolve(body: Mapping[str, Any]) -> ModelCard:
+    def resolve_named(body: Mapping[str, Any]) -> tuple[ModelCard, str | None]:
+        """The card the body's model names, and the LoRA adapter when it names one."""
         name = body.get("model") or body.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidRequest("model is required", param="model")
         try:
-            return service.catalog.resolve(name)
+            return service.resolve_model(name)
         except ModelNotFound:
             if name.endswith(":latest"):
-                return service.catalog.resolve(name.removesuffix(":latest"))
+                return service.resolve_model(name.removesuffix(":latest"))
             raise ModelNotFound(f"model '{name}' not found", param="model") from None
+
+    def resolve(body: Mapping[str, Any]) -> ModelCard:
+        return resolve_named(body)[0]
 
     def metadata(card: ModelCard) -> Mapping[str, str]:
         served = next((m for m in service.registry.ready_models() if m.card.id == card.id), None)
@@ -62,9 +68,18 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
     async def version() -> dict[str, str]:
         return {"version": OLLAMA_API_VERSION}
 
+    def adapter_listings() -> list[dict[str, Any]]:
+        """The served models' LoRA adapters, each listed as a model of its base's family."""
+        return [{**listing(served.card), "name": info.name, "model": info.name,
+                 "digest": hashlib.sha256(f"{served.card.id}:lora:{info.id}:{info.path}".encode()).hexdigest(),
+                 "details": {**convert.model_details(served.card, metadata(served.card)),
+                             "parent_model": convert.model_name(served.card)}}
+                for served in service.registry.ready_models() if isinstance(served, ServedModel)
+                for info in served.engine.lora_adapters]
+
     @router.get("/tags")
     async def tags() -> dict[str, Any]:
-        return {"models": [listing(card) for card in service.registry.served_cards]}
+        return {"models": [*(listing(card) for card in service.registry.served_cards), *adapter_listings()]}
 
     @router.get("/ps")
     async def running_models() -> dict[str, Any]:
@@ -95,11 +110,12 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
 
     def parse(body: dict[str, Any], *, chat: bool) -> tuple[dict[str, Any], ModelCard, ChatRequest | None]:
         """The body's card and request, validated against the card's schema; None for a generate that only loads."""
-        card = resolve(body)
+        card, adapter = resolve_named(body)
         if not chat and not body.get("prompt") and not body.get("raw") and not body.get("images"):
             validators(card).generate.validate(body)
             return body, card, None
-        return body, card, convert.from_chat(body, card) if chat else convert.from_generate(body, card)
+        request = convert.from_chat(body, card) if chat else convert.from_generate(body, card)
+        return body, card, dataclasses.replace(request, adapter=adapter)
 
     async def answer(request: Request, *, chat: bool) -> JSONResponse | StreamingResponse:
         body, card, chat_request = await read_request(request, max_bytes=settings.max_body_bytes,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from faisca.api.openai.convert import grammar_from_wire, sampling_from_wire, to_usage_info
+from faisca.api.openai.convert import grammar_from_wire, lora_from_wire, sampling_from_wire, to_usage_info
 from faisca.api.openai.protocol import Completion, CompletionChoice, CompletionLogprobs
 from faisca.catalog import ModelCard
 from faisca.errors import UnsupportedCapability
@@ -43,7 +43,7 @@ def to_completion_request(body: Mapping[str, Any], card: ModelCard) -> ChatReque
                                     "implemented; ask without `echo`.", param="echo")
     sampling = sampling_from_wire(body, top_logprobs=body.get("logprobs"), default_max_tokens=DEFAULT_MAX_TOKENS)
     return ChatRequest(card.id, (), sampling, num_choices, grammar=grammar_from_wire(body),
-                       raw_prompt=prompt_text(body), cache_salt=body.get("cache_salt"))
+                       raw_prompt=prompt_text(body), cache_salt=body.get("cache_salt"), lora=lora_from_wire(body))
 
 
 class _LegacyLogprobs:

@@ -62,7 +62,7 @@ KNOWN_FIELDS = frozenset(
         "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty",
         "stop", "seed", "user", "logit_bias", "tools", "tool_choice", "parallel_tool_calls", "response_format",
         "logprobs", "top_logprobs", "prompt_logprobs", "ignore_eos", "min_tokens", "stop_token_ids",
-        "include_stop_str_in_output", "cache_salt", "structured_outputs",
+        "include_stop_str_in_output", "cache_salt", "lora", "structured_outputs",
     }
 )
 
@@ -232,7 +232,15 @@ def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
         response_format=_response_format_from_wire(body),
         grammar=grammar_from_wire(body),
         cache_salt=body.get("cache_salt"),
+        lora=lora_from_wire(body),
     )
+
+
+def lora_from_wire(body: Mapping[str, Any]) -> tuple[tuple[int, float], ...] | None:
+    """llama-server's `lora` (checked by the schema): (id, scale) pairs; an id given twice keeps its last scale."""
+    if body.get("lora") is None:
+        return None
+    return tuple({int(entry["id"]): float(entry["scale"]) for entry in body["lora"]}.items())
 
 
 def sampling_from_wire(body: Mapping[str, Any], *, top_logprobs: int | None,

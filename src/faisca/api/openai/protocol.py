@@ -122,6 +122,7 @@ class ModelObject(BaseModel):
     created: int
     owned_by: str = "faisca"
     root: str
+    parent: str | None = None  # a LoRA adapter's base model, as vLLM lists it
     max_model_len: int
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -20,15 +21,17 @@ from faisca.catalog import ModelCard
 from faisca.catalog.schema import RequestValidator, completion_request_schema, request_schema
 from faisca.config import Settings
 from faisca.errors import InvalidRequest
+from faisca.registry import ServedModel
 from faisca.service import ChatService, fold_chat
 from faisca.types import ChatRequest
 
 
-def _requested_card(service: ChatService, body: Mapping[str, object]) -> ModelCard:
+def _requested_card(service: ChatService, body: Mapping[str, object]) -> tuple[ModelCard, str | None]:
+    """The card the body's `model` names, and the LoRA adapter when it names one."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("`model` is required: the id of a model (see GET /v1/models).", param="model")
-    return service.catalog.resolve(model)
+    return service.resolve_model(model)
 
 
 def _event_stream(payloads: AsyncIterator[str]) -> StreamingResponse:
@@ -49,30 +52,39 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
         return ModelObject(id=card.id, created=started_at, root=card.hf_id,
                            max_model_len=service.registry.max_context_tokens(card))
 
+    def adapter_objects() -> list[ModelObject]:
+        """The LoRA adapters of the served models, each a model whose `parent` is its base."""
+        return [ModelObject(id=info.name, created=started_at, root=str(info.path), parent=served.card.id,
+                            max_model_len=served.max_context_tokens)
+                for served in service.registry.ready_models() if isinstance(served, ServedModel)
+                for info in served.engine.lora_adapters]
+
     @router.get("/models")
     async def list_models() -> ModelList:
-        return ModelList(data=[model_object(card) for card in service.catalog])
+        return ModelList(data=[*(model_object(card) for card in service.catalog), *adapter_objects()])
 
     @router.get("/models/{model_id:path}/schema")
     async def model_schema(model_id: str) -> JSONResponse:
-        return JSONResponse(validators[service.catalog.resolve(model_id).id].schema)
+        return JSONResponse(validators[service.resolve_model(model_id)[0].id].schema)
 
     @router.get("/models/{model_id:path}")
     async def model_card(model_id: str) -> dict[str, object]:
-        card = service.catalog.resolve(model_id)
+        card, adapter = service.resolve_model(model_id)
         card_fields = card.model_dump(mode="json", exclude={"runtime", "id"})
-        return {**model_object(card).model_dump(), **card_fields, "served": service.registry.is_served(card)}
+        listed = next((entry for entry in adapter_objects() if entry.id == adapter), None) or model_object(card)
+        return {**card_fields, **listed.model_dump(), "served": service.registry.is_served(card)}
 
-    def parse_chat(wire: dict[str, Any]) -> tuple[dict[str, Any], ModelCard, ChatRequest]:
+    def parse_chat(wire: dict[str, Any]) -> tuple[dict[str, Any], str, ChatRequest]:
         body = convert.without_null_message_fields(wire)
-        card = _requested_card(service, body)
+        card, adapter = _requested_card(service, body)
         validators[card.id].validate(body)
-        return body, card, convert.to_chat_request(body, card)
+        return body, adapter or card.id, dataclasses.replace(convert.to_chat_request(body, card), adapter=adapter)
 
-    def parse_completion(body: dict[str, Any]) -> tuple[dict[str, Any], ModelCard, ChatRequest]:
-        card = _requested_card(service, body)
+    def parse_completion(body: dict[str, Any]) -> tuple[dict[str, Any], str, ChatRequest]:
+        card, adapter = _requested_card(service, body)
         completion_validators[card.id].validate(body)
-        return body, card, completions.to_completion_request(body, card)
+        return body, adapter or card.id, dataclasses.replace(completions.to_completion_request(body, card),
+                                                             adapter=adapter)
 
     openapi_card = card_for_any_model(service.registry.served_cards or list(service.catalog))
     models = [card.id for card in service.registry.served_cards]
@@ -80,7 +92,7 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
     @router.post("/chat/completions", response_model=None,
                  openapi_extra=request_body(request_schema(openapi_card), model_ids=models))
     async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
-        body, card, chat_request = await read_request(request, max_bytes=settings.max_body_bytes, parse=parse_chat)
+        body, model, chat_request = await read_request(request, max_bytes=settings.max_body_bytes, parse=parse_chat)
         events = await service.start_chat(chat_request)
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.get("stream"):
@@ -90,7 +102,7 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
                 events,
                 completion_id=completion_id,
                 created=created,
-                model=card.id,
+                model=model,
                 num_choices=chat_request.num_choices,
                 include_usage=include_usage,
             )
@@ -98,27 +110,27 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
             payloads = (chunk.model_dump_json(exclude=None if include_usage else {"usage"}) async for chunk in chunks)
             return _event_stream(payloads)
         result = await unless_disconnected(request, fold_chat(events))
-        completion = convert.to_chat_completion(result, completion_id=completion_id, created=created, model=card.id)
+        completion = convert.to_chat_completion(result, completion_id=completion_id, created=created, model=model)
         return JSONResponse(completion.model_dump(mode="json"))
 
     @router.post("/completions", response_model=None,
                  openapi_extra=request_body(completion_request_schema(openapi_card), model_ids=models))
     async def text_completions(request: Request) -> JSONResponse | StreamingResponse:
-        body, card, completion_request = await read_request(request, max_bytes=settings.max_body_bytes,
-                                                            parse=parse_completion)
+        body, model, completion_request = await read_request(request, max_bytes=settings.max_body_bytes,
+                                                             parse=parse_completion)
         echo = (completion_request.raw_prompt or "") if body.get("echo") else ""
         events = await service.start_chat(completion_request)
         completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))  # type: ignore[union-attr]
             chunks = completions.to_completion_chunks(
-                events, completion_id=completion_id, created=created, model=card.id, echo=echo,
+                events, completion_id=completion_id, created=created, model=model, echo=echo,
                 num_choices=completion_request.num_choices, include_usage=include_usage,
             )
             payloads = (chunk.model_dump_json(exclude=None if include_usage else {"usage"}) async for chunk in chunks)
             return _event_stream(payloads)
         result = await unless_disconnected(request, fold_chat(events))
-        completion = completions.to_completion(result, completion_id=completion_id, created=created, model=card.id,
+        completion = completions.to_completion(result, completion_id=completion_id, created=created, model=model,
                                                echo=echo)
         return JSONResponse(completion.model_dump(mode="json"))
 
