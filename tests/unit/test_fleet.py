@@ -165,6 +165,7 @@ def _sse(*chunks: object) -> bytes:
 ANSWER = _sse({"choices": [{"index": 0, "delta": {"content": "ok"}}]},
               {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
 MODELS = {"data": [{"id": "m", "owned_by": "faisca"}]}
+HEALTH = {"status": "ok", "models": {"m": "ready"}}
 CALL = UpstreamCall((Message("user", "hi"),), ChatRequest("m", (Message("user", "hi"),)))
 
 
@@ -173,6 +174,8 @@ def _fleet(answers: dict[str, httpx.Response | Exception], seen: list[str]) -> F
         host = request.url.host
         if request.url.path.endswith("/models"):
             return httpx.Response(200, json=MODELS)
+        if request.url.path == "/health":
+            return httpx.Response(200, json=HEALTH)
         seen.append(host)
         answer = answers[host]
         if isinstance(answer, Exception):
@@ -247,7 +250,7 @@ def test_a_host_name_is_a_replica_per_address_and_follows_its_answers() -> None:
 
     def handle(request: httpx.Request) -> httpx.Response:
         hosts_seen.append((request.url.host, request.headers["host"]))
-        return httpx.Response(200, json=MODELS)
+        return httpx.Response(200, json=HEALTH if request.url.path == "/health" else MODELS)
 
     async def scenario() -> list[list[str]]:
         fleet = Fleet("m", ["http://replicas.svc:8000/v1"], wanted_names=["m"], transport=httpx.MockTransport(handle),
@@ -264,3 +267,22 @@ def test_a_host_name_is_a_replica_per_address_and_follows_its_answers() -> None:
     assert first == ["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]
     assert second == ["http://10.0.0.2:8000/v1", "http://10.0.0.3:8000/v1"]
     assert {host for _, host in hosts_seen} == {"replicas.svc:8000"}  # the name stays the Host
+
+
+def test_a_replica_that_lists_the_model_but_is_still_loading_it_is_not_up() -> None:
+    states = iter(["loading", "ready"])
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            return httpx.Response(503, json={"status": "loading", "models": {"m": next(states)}})
+        return httpx.Response(200, json=MODELS)
+
+    async def scenario() -> list[bool]:
+        fleet = Fleet("m", ["http://10.0.0.1/v1"], wanted_names=["m"], transport=httpx.MockTransport(handle))
+        await fleet.start()
+        first = fleet.replicas[0].is_up
+        await fleet._probe(fleet.replicas[0])
+        await fleet.aclose()
+        return [first, fleet.replicas[0].is_up]
+
+    assert asyncio.run(scenario()) == [False, True]

@@ -11,6 +11,8 @@ from faisca.catalog.card import ModelCard
 from faisca.catalog.schema import RequestValidator, completion_request_schema, request_schema
 from faisca.errors import InvalidRequest, UnsupportedCapability
 from faisca.limits import (
+    MAX_LORA_SCALE,
+    MAX_LORAS_PER_REQUEST,
     MAX_CHOICES,
     MAX_CONTENT_PARTS,
     MAX_GRAMMAR_CHARS,
@@ -93,6 +95,13 @@ def with_additions(seed: dict[str, Any], *, tools: bool) -> dict[str, Any]:
                            "maxItems": MAX_STOP_TOKEN_IDS},
         "include_stop_str_in_output": {"type": "boolean", "default": False},
         "cache_salt": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "lora": {
+            "type": "array", "maxItems": MAX_LORAS_PER_REQUEST,
+            "items": {"type": "object", "required": ["id", "scale"], "additionalProperties": False, "properties": {
+                "id": {"type": "integer", "minimum": 0, "maximum": MAX_INT32},
+                "scale": {"type": "number", "minimum": -MAX_LORA_SCALE, "maximum": MAX_LORA_SCALE},
+            }},
+        },
     }
     if tools:
         properties["parallel_tool_calls"] = {"type": "boolean"}

@@ -24,7 +24,7 @@ import httpx
 
 from faisca.errors import FaiscaError, InvalidRequest, NoReplica, PayloadTooLarge, UpstreamError
 from faisca.fleet.replicas import (
-    PROBE_TIMEOUT_S, RESOLVE_INTERVAL_S, Endpoint, Replica, addresses_from, pick_listing,
+    PROBE_TIMEOUT_S, RESOLVE_INTERVAL_S, Endpoint, ModelListing, Replica, addresses_from, pick_listing,
 )
 from faisca.fleet.routing import choose
 from faisca.fleet.wire import ChunkDecoder, UpstreamCall, UpstreamProtocolError, request_body
@@ -312,8 +312,7 @@ class Fleet:
             if response.status_code != 200:
                 raise ValueError(f"GET /models answered HTTP {response.status_code}")
             listing = pick_listing(response.json(), self._wanted_names, self._served_name)
-            if listing.owned_by == "faisca":
-                await self._check_served(replica, listing.served_name)
+            await self._check_ready(replica, listing)
         except (httpx.HTTPError, ValueError) as exc:
             if replica.is_up or replica.down_reason == "not probed yet":
                 logger.warning("upstream %s of %s is down: %s", replica.key, self.model_id, _describe(exc))
@@ -324,14 +323,24 @@ class Fleet:
                         listing.served_name, listing.owned_by or "unknown server")
         replica.mark_up(listing, now_s)
 
-    async def _check_served(self, replica: Replica, name: str) -> None:
-        """faisca lists every card of its catalog, served or not; the model's own entry says whether it is served
-        there (`served`). ValueError when it is not."""
-        response = await self._client.get(f"{replica.base_url}/models/{name}", headers=self._request_headers(replica),
+    async def _check_ready(self, replica: Replica, listing: ModelListing) -> None:
+        """A server lists its models before it can answer for them (faisca while loading, vLLM and SGLang while
+        starting): its `/health`, beside the OpenAI base, says whether it can. faisca's names each model's state (and
+        lists its whole catalog in `/models`, served or not); a server without the route (llama-cpp-python's) is
+        taken at its word. ValueError saying why it is not ready."""
+        root = replica.base_url.removesuffix("/v1")
+        response = await self._client.get(f"{root}/health", headers=self._request_headers(replica),
                                           timeout=PROBE_TIMEOUT_S)
-        entry = response.json() if response.status_code == 200 else None
-        if not isinstance(entry, dict) or entry.get("served") is not True:
-            raise ValueError(f"it lists `{name}` in its catalog but does not serve it")
+        if listing.owned_by == "faisca":
+            body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+            models = body.get("models") if isinstance(body, dict) else None
+            state = models.get(listing.served_name) if isinstance(models, dict) else None
+            if state is None:
+                raise ValueError(f"it lists `{listing.served_name}` in its catalog but does not serve it")
+            if state != "ready":
+                raise ValueError(f"`{listing.served_name}` is {state} there")
+        elif response.status_code not in (200, 404):
+            raise ValueError(f"its /health answered HTTP {response.status_code}")
 
     async def _watch(self) -> None:
         while True:

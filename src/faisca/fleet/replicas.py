@@ -1,8 +1,8 @@
 """A model's replicas: where they are (URLs, and the addresses a host name resolves to), whether each is up, and
 what each is doing.
 
-A replica is up once a probe (`GET {base}/models`) found the model there (served there, for another faisca,
-which lists its whole catalog: `GET {base}/models/{name}` says), and down after a connection error, a
+A replica is up once a probe found the model in its `GET {base}/models` and its `/health` says it can answer (for
+another faisca, which lists its whole catalog, that it serves the model and has loaded it), and down after a connection error, a
 failed probe, or a stream it broke; a down replica is probed again after a backoff that doubles from
 `BACKOFF_MIN_S` to `BACKOFF_MAX_S` (with jitter, so replicas that fell together do not come back in step), an up
 one every `PROBE_INTERVAL_S`. An `http` URL whose host name resolves to several addresses (a Kubernetes headless
