@@ -188,10 +188,11 @@ class Failover:
     seen_down_s: float | None  # the front's /metrics first showed it down
     back_up_s: float | None  # ... and up again
     num_requests_after_back: int  # requests the front sent it once back up, by its counter
+    num_errors_after_back: int  # ... and of those, the ones it failed (a 503 while its model still loads)
 
 
-def requests_sent(metrics_text: str, key: str) -> int:
-    found = re.search(r'^faisca_upstream_requests_total\{[^}]*replica="%s"[^}]*\}\s+(\S+)$' % re.escape(key),
+def upstream_counter(metrics_text: str, name: str, key: str) -> int:
+    found = re.search(r'^faisca_upstream_%s_total\{[^}]*replica="%s"[^}]*\}\s+(\S+)$' % (name, re.escape(key)),
                       metrics_text, re.MULTILINE)
     return int(float(found.group(1))) if found else 0
 
@@ -214,8 +215,9 @@ async def failover_scenario(front_url: str, replica_ports: list[int], victim: su
         killed_s = time.perf_counter()
         seen_down_s = back_up_s = None
         restarted_s = replica_ready_s = None
-        requests_at_back = 0
-        while back_up_s is None or time.perf_counter() < back_up_s + args.after_back:
+        counts_at_back = [0, 0]
+        while back_up_s is None or replica_ready_s is None or time.perf_counter() < max(
+                back_up_s, replica_ready_s) + args.after_back:
             now_s = time.perf_counter()
             if now_s - killed_s > 60:
                 break
@@ -236,13 +238,16 @@ async def failover_scenario(front_url: str, replica_ports: list[int], victim: su
                 seen_down_s = time.perf_counter()
             if seen_down_s is not None and back_up_s is None and is_up:
                 back_up_s = time.perf_counter()
-                requests_at_back = requests_sent(text, victim_key)
+                counts_at_back = [upstream_counter(text, name, victim_key) for name in ("requests", "errors")]
             await asyncio.sleep(0.05)
-        num_after_back = requests_sent((await client.get(f"{front_url}/metrics")).text, victim_key) - requests_at_back
+        text = (await client.get(f"{front_url}/metrics")).text
+        num_after_back, num_errors_after_back = (upstream_counter(text, name, victim_key) - count
+                                                 for name, count in zip(("requests", "errors"), counts_at_back))
         stop.set()
         await asyncio.gather(*clients)
     assert restarted_s is not None and replica_ready_s is not None, "the restarted replica never answered /health"
-    return Failover(outcomes, killed_s, restarted_s, replica_ready_s, seen_down_s, back_up_s, num_after_back)
+    return Failover(outcomes, killed_s, restarted_s, replica_ready_s, seen_down_s, back_up_s, num_after_back,
+                    num_errors_after_back)
 
 
 def failover(args: argparse.Namespace) -> Failover:
@@ -304,7 +309,8 @@ def print_failover(result: Failover, args: argparse.Namespace) -> None:
           f"front shows it up: {after_kill(result.back_up_s) if result.back_up_s else 'never'} "
           + (f"({(result.back_up_s - result.replica_ready_s) * 1000:.0f} ms after it was ready); " if result.back_up_s
              else "; ")
-          + f"requests it got in the next {args.after_back:g} s: {result.num_requests_after_back}")
+          + f"from then until {args.after_back:g} s after both: {result.num_requests_after_back} requests sent to it, "
+            f"{result.num_errors_after_back} of them failed there (retried)")
 
 
 def main() -> None:
