@@ -46,3 +46,12 @@ MAX_LORA_SCALE = 16.0
 MAX_INT32 = 2**31 - 1
 MIN_SEED = -(2**63)
 MAX_SEED = 2**64 - 1
+
+# Embeddings and tokens.
+MAX_EMBEDDING_INPUTS = 2048  # inputs in one embedding request (OpenAI's own bound)
+# Tokens in one embedding input (or less: the model's context). An embedding context computes every token's output,
+# on a causal LM its logits too, so its compute buffer grows by tokens x vocabulary x 4 bytes (2 GiB here for Gemma 3
+# 270M), and one input is the longest one embedding decode holds the engine thread.
+MAX_EMBEDDING_INPUT_TOKENS = 2048
+MAX_EMBEDDING_INPUTS_PER_BATCH = 64  # inputs (sequences) one embedding decode takes
+MAX_DETOKENIZE_TOKENS = 1_000_000  # token ids in one /detokenize body

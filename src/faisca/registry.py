@@ -27,7 +27,7 @@ class ServedModel:
 
     card: ModelCard
     engine: Engine
-    template: ChatTemplate
+    template: ChatTemplate | None  # None for an embedding model, which chats not
     escaper: ControlTextEscaper  # keeps client text from becoming the engine's control tokens
 
     @property
@@ -129,7 +129,8 @@ class ModelRegistry:
                     self._ready[card.id] = RemoteModel(card, engine)
                     continue
                 await self._load_adapters(card, engine)
-                self._ready[card.id] = ServedModel(card, engine, chat_template_for(card, engine),
+                template = None if card.embedding else chat_template_for(card, engine)
+                self._ready[card.id] = ServedModel(card, engine, template,
                                                    ControlTextEscaper(engine.control_texts))
             except FaiscaError as exc:
                 logger.error("cannot serve %s: %s", card.id, exc.message)

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
 
 from faisca.catalog import ModelCard
 from faisca.chat.fit import conversation_cuts, longest_fitting
@@ -21,6 +25,7 @@ from faisca.chat.stops import StopMatcher
 from faisca.chat.toolcalls.base import (
     ParsedCallArguments, ParsedCallStart, ParsedEvent, ParsedReasoning, ParsedText, ToolCallParser, new_call_id,
 )
+from faisca.embedding import input_tokens, output_dimensions, shortened
 from faisca.engine.base import Constraint, EnginePrompt, LoraInfo, LoraSet, PromptAccepted
 from faisca.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, UnsupportedCapability
 from faisca.fleet import UpstreamCall, UpstreamStream
@@ -30,11 +35,13 @@ from faisca.metrics import Metrics
 from faisca.registry import ModelRegistry, RemoteModel, ServedModel
 from faisca.scheduler.admission import Admission, AdmissionLimits, AdmittedStream
 from faisca.types import (
-    ChatEnd, ChatEvent, ChatRequest, ChoiceEnd, FinishReason, ImagePart, LogprobsDelta, ReasoningDelta, SampledLogprobs,
+    ChatEnd, ChatEvent, ChatRequest, ChoiceEnd, EmbeddingRequest, FinishReason, ImagePart, LogprobsDelta, ReasoningDelta, SampledLogprobs,
     SamplingParams, TextDelta, ToolCall, ToolCallArgumentsDelta, ToolCallStart, Usage,
 )
 
 logger = logging.getLogger("faisca.service")
+
+T = TypeVar("T")
 
 
 def image_sources(request: ChatRequest) -> list[tuple[str, str]]:
@@ -90,6 +97,17 @@ def lora_set(card: ModelCard, adapters: Sequence[LoraInfo], request: ChatRequest
     return tuple(sorted(mix))
 
 
+def continued(context: tuple[int, ...], prompt: EnginePrompt, added_bos: int | None) -> EnginePrompt:
+    """Ollama's `context` (an earlier exchange's tokens) followed by the new prompt, whose BOS, when the engine added
+    one, the context already begins with."""
+    tokens = prompt.tokens
+    if added_bos is not None and tokens[:1] == (added_bos,):
+        tokens = tokens[1:]
+    shift = len(context) + len(tokens) - prompt.num_tokens
+    return EnginePrompt(context + tokens, tuple(dataclasses.replace(image, start=image.start + shift)
+                                                for image in prompt.images))
+
+
 def max_new_tokens_for(num_prompt_tokens: int, requested_max_tokens: int | None, max_context_tokens: int) -> int:
     """What fits in the context: the requested bound, or all the room left when none was asked for."""
     room = max_context_tokens - num_prompt_tokens
@@ -141,8 +159,52 @@ class ChatService:
         await self._images.aclose()
         self._preparing.shutdown(wait=False, cancel_futures=True)
 
+    def local_model(self, name: str | None) -> ServedModel:
+        """A model whose weights run here: the one `name` resolves to, else the only one served (llama-server's
+        routes name no model); InvalidRequest for a model served upstream."""
+        if name is None:
+            local = [served for served in self.registry.ready_models() if isinstance(served, ServedModel)]
+            if len(local) != 1:
+                raise InvalidRequest("model: name the model (several are served here)" if local else
+                                     "model: no model runs here yet", param="model")
+            return local[0]
+        card, adapter = self.resolve_model(name)
+        served = self.registry.get(card)
+        if isinstance(served, RemoteModel):
+            raise UnsupportedCapability(f"The model `{card.id}` is served upstream: embeddings and tokenizing are not "
+                                        "available for upstream models.", param="model")
+        if adapter is not None:
+            raise UnsupportedCapability(f"`{adapter}` is a LoRA adapter: embeddings and tokens come from its base "
+                                        f"model, `{card.id}`.", param="model")
+        return served
+
+    async def in_worker(self, work: Callable[[], T]) -> T:
+        """`work` on a preparing thread: tokenizing and detokenizing grow with the request."""
+        return await asyncio.get_running_loop().run_in_executor(self._preparing, work)
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        served = self.local_model(request.model_id)
+        engine = served.engine
+        dimensions = output_dimensions(served.card, engine.embedding_dimensions, request.dimensions)
+        if len(request.inputs) == 0:
+            raise InvalidRequest(f"{request.param}: no inputs; give a text or a list of them.", param=request.param)
+        ticket = self._admission(served.card).enter()
+        try:
+            tokenize = functools.partial(engine.tokenize, add_special=True, parse_special=False)
+            inputs = await self.in_worker(lambda: input_tokens(
+                request, tokenize, vocab_size=engine.vocab_size, max_tokens=engine.max_embedding_tokens))
+            vectors = await engine.embed(inputs)
+        finally:
+            ticket.release()
+        num_tokens = sum(len(tokens) for tokens in inputs)
+        self.metrics.prompt_tokens.labels(served.card.id).inc(num_tokens)
+        return Embeddings(shortened(vectors, dimensions), num_tokens)
+
     async def start_chat(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         card = self.catalog.resolve(request.model_id)
+        if card.embedding:
+            raise UnsupportedCapability(f"The model `{card.id}` is an embedding model: it answers /v1/embeddings and "
+                                        "/api/embed, not chat or completions.", param="model")
         sources = image_sources(request)
         check_capabilities(card, sources)
         served = self.registry.get(card)
@@ -159,6 +221,9 @@ class ChatService:
                 f"serve it with `--mmproj FILE`.", param=sources[0][1],
             )
         check_token_ids(request.sampling, served.engine.vocab_size)
+        if (bad := next((token for token in request.context if token >= served.engine.vocab_size), None)) is not None:
+            raise InvalidRequest(f"context: token {bad} is not in this model's vocabulary of "
+                                 f"{served.engine.vocab_size}.", param="context")
         max_context_tokens = min(request.max_context_tokens or served.engine.max_context_tokens,
                                  served.engine.max_context_tokens)
         self._images.check_count(sources)
@@ -263,7 +328,10 @@ class ChatService:
                              escaper=served.escaper)
             kept_set = set(kept)
             kept_images = tuple(image for image, index in zip(images, in_message, strict=True) if index in kept_set)
-            attempts[cut] = plan, served.engine.encode_prompt(plan.prompt, kept_images)
+            prompt = served.engine.encode_prompt(plan.prompt, kept_images)
+            if request.context:
+                prompt = continued(request.context, prompt, served.engine.tokens.added_bos)
+            attempts[cut] = plan, prompt
             return attempts[cut][1].num_tokens < max_context_tokens
 
         cut = longest_fitting(len(cuts), fits)
@@ -296,7 +364,9 @@ class ChatService:
             await events.aclose()  # type: ignore[attr-defined]
         self.metrics.prompt_tokens.labels(model).inc(prompt.num_tokens)
         self.metrics.generation_tokens.labels(model).inc(tally.num_completion_tokens)
-        yield ChatEnd(Usage(prompt.num_tokens, tally.num_completion_tokens, tally.num_cached_tokens))
+        conversation = prompt.tokens + tuple(tally.answer_tokens)
+        yield ChatEnd(Usage(prompt.num_tokens, tally.num_completion_tokens, tally.num_cached_tokens),
+                      tokens=None if prompt.images else conversation)
 
     async def _choice_events(
         self, served: ServedModel, request: ChatRequest, plan: OutputPlan, prompt: EnginePrompt,
@@ -329,6 +399,8 @@ class ChatService:
                 last_token_at_s = now_s
                 num_choice_tokens += 1
                 tally.num_completion_tokens += 1
+                if choice_index == 0 and not (event.is_end and not event.text):  # the end token is no content
+                    tally.answer_tokens.append(event.token_id)
                 if event.logprobs is not None:
                     yield LogprobsDelta(choice_index, event.logprobs)
                 if num_choice_tokens <= sampling.min_tokens:  # stop strings count only after these, as in vLLM
@@ -353,6 +425,12 @@ class ChatService:
         yield ChoiceEnd(choice_index, finish_reason, stop_reason)
 
 
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: np.ndarray  # inputs × dimensions, float32, each of unit norm
+    num_tokens: int  # the inputs' tokens, all together
+
+
 @dataclass
 class _Tally:
     """What a request's choices add up to, and when it started."""
@@ -360,6 +438,7 @@ class _Tally:
     started_at_s: float
     num_completion_tokens: int = 0
     num_cached_tokens: int = 0
+    answer_tokens: list[int] = field(default_factory=list)  # the first choice's
 
 
 @dataclass(frozen=True)

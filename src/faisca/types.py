@@ -136,6 +136,9 @@ class ChatRequest:
     adapter: str | None = None
     # llama-server's `lora`: (adapter id, scale) pairs, the whole mix (adapters not listed are off); None: not given.
     lora: tuple[tuple[int, float], ...] | None = None
+    # Ollama's `context` on /api/generate: the token ids of the conversation so far (a previous answer's `context`),
+    # which the rendered prompt continues.
+    context: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -223,8 +226,25 @@ class ChoiceEnd:
 @dataclass(frozen=True)
 class ChatEnd:
     usage: Usage
+    # The conversation's token ids: the prompt, then the first choice's answer (its end token left out); None where
+    # they are not known (an upstream's answer) or hold an image.
+    tokens: tuple[int, ...] | None = None
 
 
 ChatEvent: TypeAlias = (
     TextDelta | ReasoningDelta | ToolCallStart | ToolCallArgumentsDelta | LogprobsDelta | ChoiceEnd | ChatEnd
 )
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    """An embedding request that passed its surface's schema."""
+
+    model_id: str
+    # texts, or token ids (OpenAI takes both); none empty
+    inputs: tuple[str | tuple[int, ...], ...]
+    # the first `dimensions` components, normalized again (where the card allows it); None: the model's size
+    dimensions: int | None = None
+    # Ollama's `truncate`: an input longer than the context is cut to fit; else it is refused
+    truncate: bool = False
+    param: str = "input"  # the field the inputs came in, for error messages

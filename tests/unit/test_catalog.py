@@ -27,6 +27,7 @@ def test_shipped_cards(catalog: Catalog) -> None:
         "huggingfacetb-smollm2-135m-instruct",
         "ista-daslab-gemma-3-27b-it-gptq-4b-128g",
         "casperhansen-mistral-small-24b-instruct-2501-awq",
+        "google-embeddinggemma-300m",
     }
     gemma = catalog.resolve("ista-daslab-gemma-3-27b-it-gptq-4b-128g")
     assert (gemma.context_length, gemma.input, gemma.tool_calling, gemma.lora, gemma.long_term_support) == (
@@ -36,6 +37,9 @@ def test_shipped_cards(catalog: Catalog) -> None:
     assert (mistral.context_length, mistral.input, mistral.tool_calling, mistral.lora, mistral.license) == (
         32768, "text", True, False, "Apache 2.0")
     assert catalog.resolve("gemma3:270m").runtime.chat_template == "gemma3"
+    embedder = catalog.resolve("embeddinggemma")  # the catalog says which models are embedding models
+    assert embedder.embedding and embedder.embedding_dimensions == (512, 256, 128) and embedder.tool_format is None
+    assert not any(card.embedding for card in catalog if card.id != embedder.id)
 
 
 @pytest.mark.parametrize("name", ["google-gemma-3-270m", "google/gemma-3-270m", "GOOGLE/Gemma-3-270m", "gemma3:270m", "google/gemma.3.270m"])
@@ -66,10 +70,10 @@ def test_a_user_card_directory_adds_and_replaces_cards(tmp_path: Path) -> None:
         "input": "text",
     })
     (tmp_path / "tiny.toml").write_text("\n".join(f"{k} = {v!r}".replace("'", '"').replace("False", "false")
-                                                  for k, v in card.model_dump(exclude={"id", "runtime", "aliases", "tool_format"}).items()))
+                                                  for k, v in card.model_dump(exclude={"id", "runtime", "aliases", "tool_format", "embedding_dimensions"}).items()))
     catalog = Catalog.from_dirs(tmp_path)
     assert catalog.resolve("acme/tiny-1.0").id == "acme-tiny-1-0"
-    assert len(catalog) == 5
+    assert len(catalog) == 6
 
 
 def test_weights_path_override(catalog: Catalog, tmp_path: Path) -> None:

@@ -126,7 +126,8 @@ def test_invalid_chat_bodies_name_the_field(gemma: ModelCard, body: dict[str, An
     ({"prompt": "hi", "options": {"top_k": "many"}}, "options.top_k"),
     ({"prompt": "hi", "suffix": "end"}, "suffix"),
     ({"prompt": "hi", "template": "{{ .Prompt }}"}, "template"),
-    ({"prompt": "hi", "context": [1, 2, 3]}, "context"),
+    ({"prompt": "hi", "context": [1, -2]}, "context.1"),
+    ({"prompt": "hi", "context": "1 2"}, "context"),
 ])
 def test_invalid_generate_bodies_name_the_field(gemma: ModelCard, body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as caught:

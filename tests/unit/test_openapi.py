@@ -33,7 +33,8 @@ def test_post_routes_declare_their_bodies(catalog: Catalog) -> None:
     doc = document(catalog, [SMOLLM2])
     posts = [path for path, operation in doc["paths"].items() if "post" in operation]
     assert set(posts) == {"/v1/chat/completions", "/v1/completions", "/api/chat", "/api/generate", "/api/show",
-                          "/v1/load_lora_adapter", "/v1/unload_lora_adapter"}
+                          "/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/v1/embeddings", "/api/embed",
+                          "/api/embeddings", "/tokenize", "/detokenize"}
     for path in posts:
         schema = body_schema(doc, path)
         Draft202012Validator.check_schema(schema)

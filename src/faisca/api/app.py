@@ -25,6 +25,7 @@ from faisca.api.errors import error_response, install_error_handlers
 from faisca.api.ollama.routes import build_router as build_ollama_router
 from faisca.api.openai.routes import build_router as build_openai_router
 from faisca.api.page import build_router as build_page_router
+from faisca.api.tokens import build_router as build_tokens_router
 from faisca.config import Settings
 from faisca.errors import NotReady
 from faisca.images import AddressPolicy, ImageLimits, ImageLoader, SafeFetcher
@@ -88,6 +89,7 @@ def create_app(settings: Settings, registry: ModelRegistry, *, drain: Drain | No
     app.include_router(build_openai_router(service, settings, started_at=started_at))
     app.include_router(build_ollama_router(service, settings, started_at=started_at))
     app.include_router(build_lora_router(service, settings))
+    app.include_router(build_tokens_router(service, settings))
     app.include_router(build_page_router())  # `GET|HEAD /` (text for clients, the chat page for browsers) and /ui
 
     # add_middleware puts each one outside the ones before it

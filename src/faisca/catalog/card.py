@@ -112,6 +112,12 @@ class ModelCard(_Strict):
     # without native calling); None: requests with tools are refused.
     tool_format: Literal["react", "mistral"] | None = None
     aliases: tuple[str, ...] = ()
+    # An embedding model (EmbeddingGemma): it answers /v1/embeddings and /api/embed, not chat or completions. Any
+    # served model embeds; this says which ones are meant to.
+    embedding: bool = False
+    # The sizes a request's `dimensions` may ask for besides the full one (Matryoshka models: the first N components,
+    # normalized again); empty: only the full size.
+    embedding_dimensions: tuple[int, ...] = ()
     runtime: Runtime = Field(default_factory=Runtime)
 
     @model_validator(mode="after")

@@ -35,6 +35,8 @@ def card_from_gguf(
     quantization = quantization_name(metadata)
     context_length = metadata.get(f"{architecture}.context_length", "")
     has_template = bool(metadata.get("tokenizer.chat_template"))
+    # an embedding model's GGUF names its pooling (EmbeddingGemma, BERT); a chat model's does not
+    is_embedding = bool(metadata.get(f"{architecture}.pooling_type"))
     runtime = {
         "engine": "llama_cpp",
         "weights": {"kind": "path", "path": gguf_path},
@@ -44,7 +46,7 @@ def card_from_gguf(
     return ModelCard.model_validate({
         "name": metadata.get("general.name") or gguf_path.stem,
         "version": " ".join(part for part in (size_label, quantization) if part) or "local",
-        "category": "LLM",
+        "category": "Embedding" if is_embedding else "LLM",
         "size": f"{size_label} parameters" if size_label else "unknown",
         "hf_id": model_id or gguf_path.stem,
         "license": metadata.get("general.license") or "see the model's source",
@@ -55,6 +57,7 @@ def card_from_gguf(
         "input": "text+image" if projector_path is not None else "text",
         "description": metadata.get("general.description", ""),
         "notes": f"Derived from the metadata of {gguf_path.name} (architecture {architecture}).",
-        "tool_format": "react",
+        "tool_format": None if is_embedding else "react",
+        "embedding": is_embedding,
         "runtime": runtime,
     })

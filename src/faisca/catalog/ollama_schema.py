@@ -162,7 +162,8 @@ def generate_schema(card: ModelCard) -> Schema:
         "raw": _nullable("boolean", default=False),
         "suffix": _nullable("string", description="refused unless empty: faisca does not fill in the middle"),
         "template": _nullable("string", description="refused unless empty: the card's template is used"),
-        "context": _nullable("array", description="refused unless empty: faisca returns no context to continue"),
+        "context": _nullable("array", items={"type": "integer", "minimum": 0, "maximum": MAX_INT32},
+                             description="an earlier answer's `context` (the conversation's token ids), continued"),
     }
     if card.accepts_images:
         properties["images"] = _images()

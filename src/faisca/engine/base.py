@@ -90,6 +90,8 @@ class ModelTokens:
 
     bos_text: str
     eos_text: str
+    # the BOS token the engine puts first in a prompt, if the model wants one (a continued context has it already)
+    added_bos: int | None = None
 
 
 class Constraint(Protocol):

@@ -45,6 +45,7 @@ from faisca.engine.base import (
 )
 from faisca.engine.batch_invariance import make_batch_invariant
 from faisca.engine.constraint import ConstraintCompiler, TokenConstraint
+from faisca.engine.embeddings import Embedder, EmbeddingJob, pooling_for, take_batch
 from faisca.engine.kv_cache import CacheKey, PrefixCache
 from faisca.engine.lora import AdapterTable, NoRoomForAdapter
 from faisca.engine.logprobs import token_logprobs
@@ -53,6 +54,7 @@ from faisca.engine.sampling import TokenSampler
 from faisca.engine.tokenizer import PromptTokenizer
 from faisca.engine.vision import VisionEncoder
 from faisca.errors import EngineError, InvalidRequest, Overloaded
+from faisca.limits import MAX_EMBEDDING_INPUT_TOKENS, MAX_EMBEDDING_INPUTS_PER_BATCH
 from faisca.images import DecodedImage
 from faisca.scheduler import SchedulerConfig, SequenceView, choose_preemption_victim, pick_group, schedule
 from faisca.types import LITERAL_CLOSE, LITERAL_OPEN, SampledLogprobs, SamplingParams, TokenLogprob
@@ -168,7 +170,8 @@ def _send_to_loop(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[object]
 
 class LlamaCppEngine:
     def __init__(self, model: object, context: object, *, name: str, max_context_tokens: int,
-                 scheduler: SchedulerConfig, vision: VisionEncoder | None = None, max_loras: int = 8) -> None:
+                 scheduler: SchedulerConfig, vision: VisionEncoder | None = None, max_loras: int = 8,
+                 num_threads: int = 1) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
@@ -186,6 +189,7 @@ class LlamaCppEngine:
         self._tokens = ModelTokens(
             bos_text=model.token_get_text(bos) if bos >= 0 else "",  # type: ignore[attr-defined]
             eos_text=model.token_get_text(eos) if eos >= 0 else "",  # type: ignore[attr-defined]
+            added_bos=bos if model.add_bos_token() and bos >= 0 else None,  # type: ignore[attr-defined]
         )
         self._bos = bos
         self._add_bos = bool(model.add_bos_token()) and bos >= 0  # type: ignore[attr-defined]
@@ -196,6 +200,9 @@ class LlamaCppEngine:
         self._end_tokens = tuple(end_tokens)
         self._constraints = ConstraintCompiler(self._vocab, num_vocab=self._num_vocab, end_tokens=end_tokens)
         self._request_ids = itertools.count()
+        self._num_threads = num_threads
+        self._embedder: Embedder | None = None  # made on the engine thread by the first embedding request
+        self._embedding_jobs: deque[EmbeddingJob] = deque()  # engine-thread state
         # engine-thread state
         self._inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         self._waiting: deque[_Sequence] = deque()
@@ -268,7 +275,7 @@ class LlamaCppEngine:
         logger.info("loaded %s in %.1f s", name, time.monotonic() - started_s)
         scheduler = SchedulerConfig(max_num_seqs=max_num_seqs, max_batch_tokens=max_batch_tokens)
         return cls(model, context, name=name, max_context_tokens=max_context_tokens, scheduler=scheduler, vision=vision,
-                   max_loras=max_loras)
+                   max_loras=max_loras, num_threads=num_threads)
 
     # --- the Engine interface (event-loop side)
 
@@ -336,6 +343,59 @@ class LlamaCppEngine:
 
     def compile_constraint(self, grammar: str, *, param: str | None = None) -> TokenConstraint:
         return self._constraints.compile(grammar, param=param)
+
+    # --- tokens and embeddings (the vocabulary is read-only: any thread may tokenize)
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        """As `llama_tokenize`: BOS (and EOS, for models that want one, as BERT's do) added with `add_special`."""
+        tokens = self._tokenizer.tokenize(text, parse_special=parse_special)
+        if add_special:
+            if self._add_bos and (not tokens or tokens[0] != self._bos):
+                tokens.insert(0, self._bos)
+            eos = self._model.token_eos()  # type: ignore[attr-defined]
+            if self._lib.llama_vocab_get_add_eos(self._vocab) and eos >= 0:
+                tokens.append(eos)
+        return tokens
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of `tokens` (special tokens written out), invalid UTF-8 replaced."""
+        return self._model.detokenize(list(tokens), special=True).decode("utf-8", errors="replace")  # type: ignore[attr-defined,no-any-return]
+
+    def token_piece(self, token: int) -> str:
+        return self._token_bytes(token).decode("utf-8", errors="replace")
+
+    @property
+    def embedding_dimensions(self) -> int:
+        return int(self._lib.llama_model_n_embd(self._model.model))  # type: ignore[attr-defined]
+
+    @property
+    def max_embedding_tokens(self) -> int:
+        return min(self._max_context_tokens, MAX_EMBEDDING_INPUT_TOKENS)
+
+    async def embed(self, inputs: Sequence[Sequence[int]]) -> np.ndarray:
+        """Unit vectors (inputs × `embedding_dimensions`, float32) for token sequences of 1 to `max_embedding_tokens`
+        tokens each, embedded by the engine thread between generation steps, batched with other requests' inputs."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[object] = loop.create_future()
+
+        def settle(result: object) -> None:
+            if not done.done():
+                done.set_exception(result) if isinstance(result, BaseException) else done.set_result(result)
+
+        def reply(result: object) -> None:  # on the engine thread
+            try:
+                loop.call_soon_threadsafe(settle, result)
+            except RuntimeError:
+                pass  # the event loop has gone away
+
+        job = EmbeddingJob(inputs, reply)
+        self._inbox.put(("embed", job))
+        if not self.is_alive:
+            raise EngineError(f"the engine has stopped: {self._exit_reason or 'its thread is not running'}")
+        try:
+            return await done  # type: ignore[return-value]
+        finally:
+            job.is_cancelled = True  # read by the engine thread: a request gone away embeds nothing more
 
     async def generate(
         self, prompt: EnginePrompt, sampling: SamplingParams, max_new_tokens: int,
@@ -408,6 +468,8 @@ class LlamaCppEngine:
     async def close(self) -> None:
         self._inbox.put(("stop", None))
         await asyncio.to_thread(self._thread.join)
+        if self._embedder is not None:
+            self._embedder.close()
         self._lib.llama_batch_free(self._batch)
         self._lib.llama_set_adapters_lora(self._ctx, None, 0, None)
         self._adapters.close()
@@ -440,6 +502,11 @@ class LlamaCppEngine:
                     left.append(argument)  # type: ignore[arg-type]
                 elif command in ("load_lora", "unload_lora"):
                     argument[1](error)  # type: ignore[index]
+                elif command == "embed":
+                    argument.answer(error)  # type: ignore[attr-defined]
+            for job in self._embedding_jobs:
+                job.answer(error)
+            self._embedding_jobs.clear()
             self._running.clear()
             self._waiting.clear()
             for sequence in left:
@@ -451,14 +518,15 @@ class LlamaCppEngine:
         # its image's encoding, which posts a wake-up when done).
         is_idle = True
         while self._take_commands(block=is_idle):
-            is_idle = True
+            did_something = self._embed_batch() if self._embedding_jobs else False  # one batch, then a step
             if self._running or self._waiting:
                 try:
-                    is_idle = not self._step()
+                    did_something |= self._step()
                 except Exception as exc:  # never leave requests hanging
                     logger.exception("engine step failed")
                     for sequence in [*self._running.values(), *self._waiting]:
                         self._finish(sequence, error=exc)
+            is_idle = not did_something
         # what is still running or waiting now is failed by `_run_thread`, however the loop ended
 
     def _take_commands(self, *, block: bool) -> bool:
@@ -477,6 +545,8 @@ class LlamaCppEngine:
                     self._abort(argument)  # type: ignore[arg-type]
                 case "wake":  # an image's encoding is done
                     pass
+                case "embed":
+                    self._embedding_jobs.append(argument)  # type: ignore[arg-type]
                 case "load_lora" | "unload_lora":
                     (payload, reply) = argument  # type: ignore[misc]
                     reply(self._adapter_command(command, payload))
@@ -484,6 +554,34 @@ class LlamaCppEngine:
                 command, argument = self._inbox.get_nowait()
             except queue.Empty:
                 return True
+
+    def _embed_batch(self) -> bool:
+        """Embed one batch of the waiting inputs (several requests' together); answer the jobs it completes."""
+        jobs = self._embedding_jobs = deque(job for job in self._embedding_jobs if not job.is_cancelled)
+        if not jobs:
+            return False
+        try:
+            if self._embedder is None:
+                self._embedder = Embedder(self._model, pooling=pooling_for(self._metadata),
+                                          max_tokens=self.max_embedding_tokens,
+                                          max_inputs=MAX_EMBEDDING_INPUTS_PER_BATCH, num_threads=self._num_threads)
+            taken = take_batch(jobs, max_tokens=self._scheduler.max_batch_tokens, max_inputs=self._embedder.max_inputs)
+            vectors = self._embedder.embed([job.inputs[index] for job, index in taken])
+        except Exception as exc:  # these requests fail; generation goes on
+            logger.exception("embedding failed")
+            for job in jobs:
+                job.answer(exc if isinstance(exc, EngineError) else EngineError(f"embedding failed: {exc}"))
+            jobs.clear()
+            return True
+        for row, (job, index) in enumerate(taken):
+            if job.vectors is None:
+                job.vectors = np.empty((len(job.inputs), vectors.shape[1]), dtype=np.float32)
+            job.vectors[index] = vectors[row]
+            job.num_done = index + 1
+        for job in [job for job in jobs if job.num_done == len(job.inputs)]:
+            jobs.remove(job)
+            job.answer(job.vectors)
+        return True
 
     def _abort(self, request_id: int) -> None:
         for sequence in [*self._running.values(), *self._waiting]:

@@ -108,8 +108,7 @@ def _content(text: str, images: tuple[ContentPart, ...]) -> str | tuple[ContentP
 def _refuse_unimplemented(body: Mapping[str, Any]) -> None:
     """Generate fields a client would silently lose are refused instead."""
     for key, what in (("suffix", "inserting text (fill-in-the-middle) is not supported"),
-                      ("template", "the model's own chat template is always used"),
-                      ("context", "faisca returns no `context` to continue from; send the conversation to /api/chat")):
+                      ("template", "the model's own chat template is always used")):
         if body.get(key):
             raise UnsupportedCapability(f"{key}: {what}.", param=key)
 
@@ -131,7 +130,8 @@ def from_generate(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
     # Ollama fits what it can in the context, and never refuses an answer for its length.
     return ChatRequest(card.id, tuple(messages), sampling, response_format=_format(body),
                        raw_prompt=prompt if body.get("raw") else None,
-                       max_context_tokens=_num_ctx(body.get("options")), fit_context=True)
+                       max_context_tokens=_num_ctx(body.get("options")), fit_context=True,
+                       context=tuple(body.get("context") or ()))
 
 
 def _chat_message(index: int, wire: Mapping[str, Any]) -> Message:
@@ -233,10 +233,12 @@ async def to_lines(events: AsyncIterator[ChatEvent], *, model: str, chat: bool) 
                 if calls:
                     yield line(tool_calls=[{"function": {"name": name, "arguments": json.loads("".join(pieces) or "{}")}}
                                            for name, pieces in calls.values()])
-            case ChatEnd(usage=usage):
+            case ChatEnd(usage=usage, tokens=tokens):
                 final = line() if chat else line("")
+                # generate's final line carries the conversation's tokens, for the next call's `context`
+                context = {"context": list(tokens)} if not chat and tokens is not None else {}
                 yield {**final, **timings.final_fields(done_reason=done_reason, prompt_tokens=usage.prompt_tokens,
-                                                       completion_tokens=usage.completion_tokens)}
+                                                       completion_tokens=usage.completion_tokens), **context}
 
 
 def _token_logprob(logprob: TokenLogprob) -> dict[str, Any]:

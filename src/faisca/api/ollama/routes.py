@@ -1,31 +1,35 @@
-"""`/api` routes: version, tags, show, ps, generate, chat (NDJSON streaming, `{"error": "…"}` errors)."""
+"""`/api` routes: version, tags, show, ps, generate, chat (NDJSON streaming, `{"error": "…"}` errors), embed and
+embeddings."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import hashlib
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from faisca.api.body import read_json_object, read_request
 from faisca.api.openapi import card_for_any_model, request_body
 from faisca.api.errors import ollama_error_body
 from faisca.api.ollama import convert
+from faisca.api.ollama.embeddings import embed_response_json, embeddings_response_json, from_embed, from_embeddings
 from faisca.api.ollama.protocol import OLLAMA_API_VERSION
 from faisca.api.streaming import as_faisca_error, dumps, unless_disconnected
 from faisca.catalog import ModelCard
+from faisca.catalog.embedding_schema import BodyValidator, ollama_embed_schema, ollama_embeddings_schema
 from faisca.catalog.ollama_schema import chat_schema, generate_schema, validators
 from faisca.config import Settings
 from faisca.engine.weights import resolve_gguf
 from faisca.errors import FaiscaError, InvalidRequest, ModelNotFound
 from faisca.registry import ServedModel
 from faisca.service import ChatService
-from faisca.types import ChatRequest
+from faisca.types import ChatRequest, EmbeddingRequest
 
 
 _SHOW_SCHEMA = {"type": "object", "properties": {"model": {"type": "string"}, "name": {"type": "string"}}}
@@ -147,6 +151,32 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
         """The draft-07 JSON Schema `/api/chat` or `/api/generate` bodies for `model` are validated against."""
         card = resolve({"model": model})
         return JSONResponse(validators(card).chat.schema if kind == "chat" else validators(card).generate.schema)
+
+    embed_validator = BodyValidator(ollama_embed_schema())
+    embeddings_validator = BodyValidator(ollama_embeddings_schema())
+
+    def parse_embed(body: dict[str, Any], *, legacy: bool) -> tuple[str, EmbeddingRequest]:
+        (embeddings_validator if legacy else embed_validator).validate(body)
+        card = resolve(body)
+        return body["model"], (from_embeddings if legacy else from_embed)(body, card.id)
+
+    @router.post("/embed", response_model=None, openapi_extra=request_body(ollama_embed_schema(), model_ids=models))
+    async def embed(request: Request) -> Response:
+        started_ns = time.monotonic_ns()
+        model, embedding_request = await read_request(request, max_bytes=settings.max_body_bytes,
+                                                      parse=functools.partial(parse_embed, legacy=False))
+        result = await unless_disconnected(request, service.embed(embedding_request))
+        content = await service.in_worker(
+            lambda: embed_response_json(result, model=model, duration_ns=time.monotonic_ns() - started_ns))
+        return Response(content, media_type="application/json")
+
+    @router.post("/embeddings", response_model=None,
+                 openapi_extra=request_body(ollama_embeddings_schema(), model_ids=models))
+    async def embeddings(request: Request) -> Response:
+        _, embedding_request = await read_request(request, max_bytes=settings.max_body_bytes,
+                                                  parse=functools.partial(parse_embed, legacy=True))
+        result = await unless_disconnected(request, service.embed(embedding_request))
+        return Response(await service.in_worker(lambda: embeddings_response_json(result)), media_type="application/json")
 
     return router
 

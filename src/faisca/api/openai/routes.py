@@ -1,4 +1,4 @@
-"""`/v1` routes: models, per-model schemas, chat completions, (legacy) completions."""
+"""`/v1` routes: models, per-model schemas, chat completions, (legacy) completions, embeddings."""
 
 from __future__ import annotations
 
@@ -9,21 +9,23 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from faisca.api.errors import openai_error_body
 from faisca.api.openai import completions, convert
+from faisca.api.openai.embeddings import embedding_response_json, to_embedding_request
 from faisca.api.openai.protocol import ModelList, ModelObject
 from faisca.api.streaming import dumps, sse_frames, unless_disconnected
 from faisca.api.body import read_request
 from faisca.api.openapi import card_for_any_model, request_body
 from faisca.catalog import ModelCard
+from faisca.catalog.embedding_schema import BodyValidator, openai_embeddings_schema
 from faisca.catalog.schema import RequestValidator, completion_request_schema, request_schema
 from faisca.config import Settings
 from faisca.errors import InvalidRequest
 from faisca.registry import ServedModel
 from faisca.service import ChatService, fold_chat
-from faisca.types import ChatRequest
+from faisca.types import ChatRequest, EmbeddingRequest
 
 
 def _requested_card(service: ChatService, body: Mapping[str, object]) -> tuple[ModelCard, str | None]:
@@ -133,5 +135,21 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
         completion = completions.to_completion(result, completion_id=completion_id, created=created, model=model,
                                                echo=echo)
         return JSONResponse(completion.model_dump(mode="json"))
+
+    embeddings_validator = BodyValidator(openai_embeddings_schema())
+
+    def parse_embeddings(body: dict[str, Any]) -> tuple[str, str | None, EmbeddingRequest]:
+        embeddings_validator.validate(body)
+        return body["model"], body.get("encoding_format"), to_embedding_request(body)
+
+    @router.post("/embeddings", response_model=None,
+                 openapi_extra=request_body(openai_embeddings_schema(), model_ids=models))
+    async def embeddings(request: Request) -> Response:
+        model, encoding_format, embedding_request = await read_request(
+            request, max_bytes=settings.max_body_bytes, parse=parse_embeddings)
+        result = await unless_disconnected(request, service.embed(embedding_request))
+        content = await service.in_worker(
+            lambda: embedding_response_json(result, model=model, encoding_format=encoding_format))
+        return Response(content, media_type="application/json")
 
     return router
