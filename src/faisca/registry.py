@@ -295,14 +295,15 @@ class ModelRegistry:
 
     async def acquire(self, card: ModelCard, keep_alive_s: float | None = None) -> Lease:
         """A lease on the model, loading it first if it is not in memory (concurrent callers share one load).
-        `keep_alive_s` (None: the model's current one) is how long it stays once idle."""
+        `keep_alive_s` (None: the default, `--keep-alive` or forever for a pinned model) is how long it stays once
+        idle, as the last request to end says."""
         self._check_servable(card)
         self._loop = asyncio.get_running_loop()
         slot = self._slots.get(card.id)
         if slot is None:
             slot = self._slots[card.id] = _Slot(
                 card, is_pinned=card.id in self._pinned_ids, last_used_s=time.monotonic(),
-                keep_alive_s=FOREVER if card.id in self._pinned_ids else self.default_keep_alive_s)
+                keep_alive_s=self._default_keep_alive_s(card))
             slot.loading = asyncio.create_task(self._load(slot), name=f"load {card.id}")
         self._hold(slot, keep_alive_s)
         try:
@@ -316,6 +317,9 @@ class ModelRegistry:
             raise
         return Lease(self, slot)
 
+    def _default_keep_alive_s(self, card: ModelCard) -> float:
+        return FOREVER if card.id in self._pinned_ids else self.default_keep_alive_s
+
     def _hold(self, slot: _Slot, keep_alive_s: float | None) -> None:
         slot.num_in_flight += 1
         slot.last_used_s = time.monotonic()
@@ -323,8 +327,8 @@ class ModelRegistry:
         if slot.timer is not None:
             slot.timer.cancel()
             slot.timer = None
-        if keep_alive_s is not None:
-            slot.keep_alive_s = keep_alive_s
+        # as on Ollama, each request sets it: its own, else the default (forever for a pinned model)
+        slot.keep_alive_s = keep_alive_s if keep_alive_s is not None else self._default_keep_alive_s(slot.card)
 
     def _release(self, slot: _Slot) -> None:
         slot.num_in_flight -= 1

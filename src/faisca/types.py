@@ -137,7 +137,7 @@ class ChatRequest:
     # llama-server's `lora`: (adapter id, scale) pairs, the whole mix (adapters not listed are off); None: not given.
     lora: tuple[tuple[int, float], ...] | None = None
     # Ollama's `keep_alive` in seconds (math.inf: forever, 0: unload once it ends): how long the model stays in memory
-    # once idle; None: as it was (the server's `--keep-alive` for a model loaded on demand, forever for a pinned one).
+    # once idle; None: the default (the server's `--keep-alive` for a model loaded on demand, forever for a pinned one).
     keep_alive_s: float | None = None
 
 
