@@ -181,6 +181,7 @@ class ModelRegistry:
         self._pinned_ids = {card.id for card in self._pinned}
         self._slots: dict[str, _Slot] = {}
         self._failed: dict[str, FaiscaError] = {}  # pinned models that did not load at start
+        self._sizes: dict[str, int] = {}  # each card's estimated bytes in memory
         self._turn = asyncio.Lock()  # loads and unloads, one at a time
         self._is_loading = bool(self._pinned)
         self.listener: LifecycleListener | None = None
@@ -402,7 +403,12 @@ class ModelRegistry:
         if card.runtime.engine == "upstream":
             return  # its memory is the upstream's
         if self._estimate_bytes is not None:
-            slot.num_bytes = await asyncio.to_thread(self._estimate_bytes, card)
+            try:
+                if card.id not in self._sizes:  # once per card: its files and the settings do not change
+                    self._sizes[card.id] = await asyncio.to_thread(self._estimate_bytes, card)
+                slot.num_bytes = self._sizes[card.id]
+            except (FaiscaError, OSError, ValueError) as exc:  # weights that cannot be read: the load would fail too
+                raise ModelUnavailable(f"The model `{card.id}` failed to load: {getattr(exc, 'message', exc)}") from exc
         others = [other.resident() for other in self._slots.values() if other is not slot and other.served is not None
                   and not isinstance(other.served, RemoteModel)]
         room = plan_room(others, slot.num_bytes, budget_bytes=self.budget.max_bytes,

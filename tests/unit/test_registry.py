@@ -135,25 +135,37 @@ def test_a_budget_of_one_model_swaps_them_but_never_evicts_one_in_use(catalog: C
 
 
 def test_the_byte_budget_evicts_the_least_recently_used_and_refuses_what_never_fits(catalog: Catalog) -> None:
-    loads = Loads()
-    sizes = {GEMMA: 60, SMOLLM2: 30, "big": 101}
-    registry = registry_with(catalog, loads, sizes=sizes, budget=MemoryBudget(max_bytes=100))
+    sizes = {GEMMA: 60, SMOLLM2: 30}
+    estimates: list[str] = []
+
+    def estimate(card: ModelCard) -> int:
+        estimates.append(card.id)
+        return sizes[card.id]
+
+    def registry(max_bytes: int) -> ModelRegistry:
+        return ModelRegistry(catalog, (), Loads(), estimate_bytes=estimate, budget=MemoryBudget(max_bytes=max_bytes))
 
     async def scenario() -> None:
-        (await registry.acquire(catalog.resolve(SMOLLM2))).release()
-        (await registry.acquire(catalog.resolve(GEMMA))).release()
-        assert sorted(registry.states()) == [GEMMA, SMOLLM2]  # 90 of 100
-        assert sorted(resident.num_bytes for resident in registry.residents()) == [30, 60]
-        sizes[SMOLLM2] = 101
-        (await registry.acquire(catalog.resolve(GEMMA))).release()  # in memory: no estimate, no eviction
-        await registry.unload(catalog.resolve(SMOLLM2))
+        roomy = registry(100)
+        (await roomy.acquire(catalog.resolve(SMOLLM2))).release()
+        (await roomy.acquire(catalog.resolve(GEMMA))).release()
+        assert sorted(roomy.states()) == [GEMMA, SMOLLM2]  # 90 of 100
+        assert sorted(resident.num_bytes for resident in roomy.residents()) == [30, 60]
+        await roomy.unload(catalog.resolve(SMOLLM2))
+        (await roomy.acquire(catalog.resolve(SMOLLM2))).release()
+        assert estimates == [SMOLLM2, GEMMA]  # once per card
+
+        tight = registry(80)
+        (await tight.acquire(catalog.resolve(SMOLLM2))).release()
+        (await tight.acquire(catalog.resolve(GEMMA))).release()
+        assert tight.states() == {GEMMA: "ready"}  # smollm2 left: 30 + 60 > 80
+
+        small = registry(50)
+        (await small.acquire(catalog.resolve(SMOLLM2))).release()
         with pytest.raises(ModelTooLarge) as caught:
-            await registry.acquire(catalog.resolve(SMOLLM2))
-        assert caught.value.status_code == 400 and "101" not in caught.value.message  # in MiB
-        assert registry.states() == {GEMMA: "ready"}  # nothing was evicted for it
-        sizes[SMOLLM2] = 50
-        (await registry.acquire(catalog.resolve(SMOLLM2))).release()
-        assert registry.states() == {SMOLLM2: "ready"}  # gemma left: 60 + 50 > 100
+            await small.acquire(catalog.resolve(GEMMA))
+        assert caught.value.status_code == 400 and "memory budget" in caught.value.message
+        assert small.states() == {SMOLLM2: "ready"}  # nothing was evicted for it
 
     asyncio.run(scenario())
 
