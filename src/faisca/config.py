@@ -13,7 +13,7 @@ DEFAULT_MODEL_ID = "google-gemma-3-270m"
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
-    model_ids: tuple[str, ...] = (DEFAULT_MODEL_ID,)
+    model_ids: tuple[str, ...] = (DEFAULT_MODEL_ID,)  # loaded at start and pinned; the others load on demand
     num_threads: int | None = None  # None: the cores this process may use
     max_context_tokens: int = 8192  # per sequence, capped by the model's own context length
     kv_cache_tokens: int | None = None  # per model, shared by its sequences; None: max_context_tokens
@@ -36,3 +36,6 @@ class Settings:
     upstreams: tuple[tuple[str, str], ...] = ()  # (model id, OpenAI base URL) from --upstream; repeated: replicas
     upstream_api_key: str | None = None  # sent to every upstream as `Authorization: Bearer` ($FAISCA_UPSTREAM_API_KEY)  # (model id, GGUF path) from --weights
     cards_dirs: tuple[Path, ...] = field(default_factory=tuple)
+    keep_alive_s: float = 300.0  # how long a model loaded on demand stays once idle (math.inf: forever)
+    max_loaded_models: int | None = None  # models in memory at once; None: as many as the byte budget holds
+    memory_budget_bytes: int | None = None  # None: what the machine has at start

@@ -3,7 +3,8 @@
     FaiscaError                    500 internal_error
     ├── InvalidRequest(param)      400 invalid_request_error
     │   ├── UnsupportedCapability  400 (an image to a text-only model, tools to a model without them)
-    │   └── ContextLengthExceeded  400 context_length_exceeded
+    │   ├── ContextLengthExceeded  400 context_length_exceeded
+    │   └── ModelTooLarge          400 model_too_large (it could never fit the memory budget)
     ├── Unauthorized               401
     ├── ModelNotFound              404 model_not_found
     ├── ModelUnavailable           404 (in the catalog, but not served here: weights missing or not loaded)
@@ -11,7 +12,8 @@
     ├── Overloaded(retry_after_s)  503 + Retry-After
     │   ├── NotReady               503 (still loading) + Retry-After
     │   ├── ShuttingDown           503 (draining before exit) + Retry-After
-    │   └── NoReplica              503 (no upstream replica of the model is up) + Retry-After
+    │   ├── NoReplica              503 (no upstream replica of the model is up) + Retry-After
+    │   └── NoRoom                 503 (the models in memory are in use; the load must wait) + Retry-After
     └── EngineError                500 (the engine failed; never the client's fault)
         └── UpstreamError          502 (an upstream server failed or answered outside the protocol)
 """
@@ -44,6 +46,10 @@ class UnsupportedCapability(InvalidRequest):
 
 class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
+
+
+class ModelTooLarge(InvalidRequest):
+    code = "model_too_large"
 
 
 class Unauthorized(FaiscaError):
@@ -90,6 +96,10 @@ class ShuttingDown(Overloaded):
 
 class NoReplica(Overloaded):
     code = "no_replica_available"
+
+
+class NoRoom(Overloaded):
+    code = "insufficient_memory"
 
 
 class EngineError(FaiscaError):

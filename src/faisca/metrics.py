@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+_LOAD_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2, 2.5, 5, 10, 20, 40)
 
 
@@ -58,12 +59,48 @@ class _ReplicaCollector(Collector):
         yield from (up, running, requests, errors)
 
 
+class ResidentState(Protocol):
+    @property
+    def served(self) -> Any: ...  # its `.card.id`
+    num_bytes: int
+    num_in_flight: int
+    is_pinned: bool
+
+
+class _ResidentCollector(Collector):
+    """The models in memory: how much each takes (its estimate: weights, KV cache, projector)."""
+
+    def __init__(self, read_residents: Callable[[], Sequence[ResidentState]]) -> None:
+        self._read_residents = read_residents
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        loaded = GaugeMetricFamily("faisca_model_loaded", "1 for each model in memory (pinned: named at start)",
+                                   labels=["model", "pinned"])
+        memory = GaugeMetricFamily("faisca_model_memory_bytes", "Memory a loaded model takes: weights, KV cache, "
+                                   "projector", labels=["model"])
+        for resident in self._read_residents():
+            model = resident.served.card.id
+            loaded.add_metric([model, "true" if resident.is_pinned else "false"], 1)
+            memory.add_metric([model], resident.num_bytes)
+        yield loaded
+        yield memory
+
+
 class Metrics:
     def __init__(self, read_queues: Callable[[], Mapping[str, tuple[int, int]]] = dict,
-                 read_replicas: Callable[[], Sequence[ReplicaState]] = list) -> None:
+                 read_replicas: Callable[[], Sequence[ReplicaState]] = list,
+                 read_residents: Callable[[], Sequence[ResidentState]] = list) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_QueueCollector(read_queues))
         self.registry.register(_ReplicaCollector(read_replicas))
+        self.registry.register(_ResidentCollector(read_residents))
+        self.model_loads = Counter("faisca_model_loads", "Models loaded (at start or on a request)", ["model"],
+                                   registry=self.registry)
+        self.model_unloads = Counter("faisca_model_unloads", "Models unloaded, by why: idle (keep_alive), "
+                                     "keep_alive_0 (asked for), evicted (for another's room)", ["model", "reason"],
+                                     registry=self.registry)
+        self.model_load_s = Histogram("faisca_model_load_seconds", "Loading a model: weights, context, adapters",
+                                      ["model"], buckets=_LOAD_BUCKETS_S, registry=self.registry)
         self.requests = Counter("faisca_requests", "HTTP requests answered, by status code", ["status"],
                                 registry=self.registry)
         self.time_to_first_token_s = Histogram(
@@ -77,6 +114,13 @@ class Metrics:
             "first token", ["model", "replica"], buckets=_LATENCY_BUCKETS_S, registry=self.registry)
         self.prompt_tokens = Counter("faisca_prompt_tokens", "Prompt tokens processed", ["model"], registry=self.registry)
         self.generation_tokens = Counter("faisca_generation_tokens", "Tokens generated", ["model"], registry=self.registry)
+
+    def model_loaded(self, model_id: str, seconds: float) -> None:
+        self.model_loads.labels(model_id).inc()
+        self.model_load_s.labels(model_id).observe(seconds)
+
+    def model_unloaded(self, model_id: str, reason: str) -> None:
+        self.model_unloads.labels(model_id, reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -33,7 +33,7 @@ from faisca.fleet.routing import conversation_affinity
 from faisca.images import DecodedImage, ImageLoader, png_data_uri
 from faisca.metrics import Metrics
 from faisca.registry import ModelRegistry, RemoteModel, ServedModel
-from faisca.scheduler.admission import Admission, AdmissionLimits, AdmittedStream
+from faisca.scheduler.admission import Admission, AdmissionLimits, AdmittedStream, Ticket
 from faisca.types import (
     ChatEnd, ChatEvent, ChatRequest, ChoiceEnd, EmbeddingRequest, FinishReason, ImagePart, LogprobsDelta, ReasoningDelta, SampledLogprobs,
     SamplingParams, TextDelta, ToolCall, ToolCallArgumentsDelta, ToolCallStart, Usage,
@@ -148,8 +148,8 @@ class ChatService:
         try:
             return self.catalog.resolve(name), None
         except ModelNotFound:
-            if found := self.registry.adapter(name):
-                return found[0].card, found[1].name
+            if card := self.registry.adapter_owner(name):  # its model loads (with its adapters) if it is not in memory
+                return card, name
             raise
 
     def _admission(self, card: ModelCard) -> Admission:
@@ -207,12 +207,27 @@ class ChatService:
                                         "/api/embed, not chat or completions.", param="model")
         sources = image_sources(request)
         check_capabilities(card, sources)
-        served = self.registry.get(card)
-        if isinstance(served, RemoteModel):
-            if request.adapter is not None or request.lora:
-                raise UnsupportedCapability(f"The model `{card.id}` is served upstream: name the upstream's adapter "
-                                            "as its own model instead of a LoRA adapter here.", param="lora")
-            return await self._start_remote(served, request, sources)
+        self._images.check_count(sources)
+        # admitted before its model loads (the queue bound holds while it waits), and holding the model until its
+        # stream ends: the model is not unloaded under it, and its idle time starts then
+        ticket = self._admission(card).enter()
+        try:
+            lease = await self.registry.acquire(card, request.keep_alive_s)
+        except BaseException:
+            ticket.release()
+            raise
+        ticket.tie(lease.release)
+        try:
+            if isinstance(lease.served, RemoteModel):
+                return await self._start_remote(lease.served, request, sources, ticket)
+            return await self._start_local(lease.served, request, sources, ticket)
+        except BaseException:  # refused or cancelled before its stream exists
+            ticket.release()
+            raise
+
+    async def _start_local(self, served: ServedModel, request: ChatRequest, sources: list[tuple[str, str]],
+                           ticket: Ticket) -> AsyncIterator[ChatEvent]:
+        card = served.card
         loras = lora_set(card, served.engine.lora_adapters, request)
         image_marker = served.engine.image_marker
         if sources and image_marker is None:
@@ -226,46 +241,37 @@ class ChatService:
                                  f"{served.engine.vocab_size}.", param="context")
         max_context_tokens = min(request.max_context_tokens or served.engine.max_context_tokens,
                                  served.engine.max_context_tokens)
-        self._images.check_count(sources)
-        ticket = self._admission(card).enter()  # before the images: only an admitted request fetches and decodes
-        try:
-            images = await self._images.load_all(sources) if sources else ()
-            plan, prompt, constraints = await asyncio.get_running_loop().run_in_executor(
-                self._preparing, self._prepare, card, served, request, images, max_context_tokens)
-            prompt = dataclasses.replace(prompt, loras=loras)
-            if prompt.num_tokens == 0:  # a raw prompt of "" for a model without a BOS token: nothing to continue
-                raise InvalidRequest("prompt: the prompt is empty; the model needs at least one token to continue "
-                                     "from.", param="prompt")
-            if request.fit_context:  # the answer stops where the context ends
-                room = max_new_tokens_for(prompt.num_tokens, None, max_context_tokens)
-                max_new_tokens = min(room, request.sampling.max_tokens or room)
-            else:
-                max_new_tokens = max_new_tokens_for(prompt.num_tokens, request.sampling.max_tokens, max_context_tokens)
-        except BaseException:  # refused or cancelled before its stream exists
-            ticket.release()
-            raise
+        images = await self._images.load_all(sources) if sources else ()  # only an admitted request loads images
+        plan, prompt, constraints = await asyncio.get_running_loop().run_in_executor(
+            self._preparing, self._prepare, card, served, request, images, max_context_tokens)
+        prompt = dataclasses.replace(prompt, loras=loras)
+        if prompt.num_tokens == 0:  # a raw prompt of "" for a model without a BOS token: nothing to continue
+            raise InvalidRequest("prompt: the prompt is empty; the model needs at least one token to continue "
+                                 "from.", param="prompt")
+        if request.fit_context:  # the answer stops where the context ends
+            room = max_new_tokens_for(prompt.num_tokens, None, max_context_tokens)
+            max_new_tokens = min(room, request.sampling.max_tokens or room)
+        else:
+            max_new_tokens = max_new_tokens_for(prompt.num_tokens, request.sampling.max_tokens, max_context_tokens)
         return AdmittedStream(self._generate(served, request, plan, prompt, max_new_tokens, constraints), ticket)
 
-    async def _start_remote(self, served: RemoteModel, request: ChatRequest,
-                            sources: list[tuple[str, str]]) -> AsyncIterator[ChatEvent]:
+    async def _start_remote(self, served: RemoteModel, request: ChatRequest, sources: list[tuple[str, str]],
+                            ticket: Ticket) -> AsyncIterator[ChatEvent]:
         """A request to a model served upstream: checked, its images fetched and decoded here (the upstream gets them
         as PNG data URIs), ReAct done here where the card needs it, and sent once a replica has begun answering."""
+        if request.adapter is not None or request.lora:
+            raise UnsupportedCapability(f"The model `{served.card.id}` is served upstream: name the upstream's "
+                                        "adapter as its own model instead of a LoRA adapter here.", param="lora")
         plan = plan_upstream(served.card, request)
-        self._images.check_count(sources)
-        ticket = self._admission(served.card).enter()
-        try:
-            messages = plan.messages
-            if sources:
-                images = await self._images.load_all(sources)
-                uris = await asyncio.gather(*(asyncio.get_running_loop().run_in_executor(
-                    self._preparing, png_data_uri, image) for image in images))
-                messages = with_image_urls(messages, iter(uris))
-            call = UpstreamCall(messages, request, native_tools=plan.native_tools, grammar=plan.grammar,
-                                grammar_required=plan.grammar_required)
-            stream = await served.fleet.open(call, affinity=conversation_affinity(request))
-        except BaseException:
-            ticket.release()
-            raise
+        messages = plan.messages
+        if sources:
+            images = await self._images.load_all(sources)
+            uris = await asyncio.gather(*(asyncio.get_running_loop().run_in_executor(
+                self._preparing, png_data_uri, image) for image in images))
+            messages = with_image_urls(messages, iter(uris))
+        call = UpstreamCall(messages, request, native_tools=plan.native_tools, grammar=plan.grammar,
+                            grammar_required=plan.grammar_required)
+        stream = await served.fleet.open(call, affinity=conversation_affinity(request))
         self.metrics.upstream_time_to_first_token_s.labels(served.card.id, stream.replica.key).observe(
             stream.first_event_s)
         return AdmittedStream(self._remote_events(served, request, plan, stream), ticket)

@@ -139,6 +139,9 @@ class ChatRequest:
     # Ollama's `context` on /api/generate: the token ids of the conversation so far (a previous answer's `context`),
     # which the rendered prompt continues.
     context: tuple[int, ...] = ()
+    # Ollama's `keep_alive` in seconds (math.inf: forever, 0: unload once it ends): how long the model stays in memory
+    # once idle; None: the default (the server's `--keep-alive` for a model loaded on demand, forever for a pinned one).
+    keep_alive_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import openai
-import pytest
 
 from tests.e2e.server import GEMMA, RunningServer, free_port
 

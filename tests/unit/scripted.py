@@ -22,6 +22,7 @@ class ScriptedEngine:
         self.template = template
         self.calls: list[tuple[list[int], SamplingParams, int]] = []
         self.num_closed_streams = 0
+        self.is_closed = False
 
     max_context_tokens = 64
     vocab_size = 100
@@ -59,4 +60,4 @@ class ScriptedEngine:
             self.num_closed_streams += 1
 
     async def close(self) -> None:
-        pass
+        self.is_closed = True

@@ -38,15 +38,20 @@ def wait_loaded(client: TestClient) -> None:
         threading.Event().wait(0.05)
 
 
-def test_health_is_503_with_retry_after_while_loading_then_200(catalog: Catalog) -> None:
+def test_health_is_503_with_retry_after_while_loading_and_requests_wait_then_200(catalog: Catalog) -> None:
     gate = threading.Event()
     with app_with(ScriptedEngine(["a"]), catalog, gate=gate) as client:
         loading = client.get("/health")
         assert loading.status_code == 503 and loading.headers["retry-after"]
         assert loading.json()["error"]["code"] == "model_loading"
-        busy = client.post("/v1/chat/completions", json=BODY)
-        assert busy.status_code == 503 and busy.headers["retry-after"]
+        waiting: list[int] = []  # a request meanwhile waits for the load, as on Ollama
+        thread = threading.Thread(target=lambda: waiting.append(client.post("/v1/chat/completions", json=BODY).status_code))
+        thread.start()
+        threading.Event().wait(0.3)
+        assert not waiting
         gate.set()
+        thread.join(timeout=10)
+        assert waiting == [200]
         for _ in range(100):
             if client.get("/health").status_code == 200:
                 break

@@ -109,6 +109,7 @@ def with_additions(seed: dict[str, Any], *, tools: bool) -> dict[str, Any]:
         if name != "messages":
             field["type"] = [field["type"], "null"]
     properties["model"] = {"type": "string"}
+    properties["keep_alive"] = request_schema(card())["properties"]["keep_alive"]  # Ollama's, an extension here
     stop_string = {"type": "string", "maxLength": MAX_STOP_CHARS}
     properties["stop"] = {"oneOf": [{"type": "null"}, stop_string, {"type": "array", "items": stop_string, "maxItems": 4}]}
     if tools:

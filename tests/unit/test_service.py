@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from faisca.catalog import Catalog
-from faisca.errors import ContextLengthExceeded, EngineError, ModelUnavailable, NotReady, UnsupportedCapability
+from faisca.errors import ContextLengthExceeded, EngineError, ModelUnavailable, UnsupportedCapability
 from faisca.registry import ModelRegistry, chat_template_for
 from faisca.service import ChatService, fold_chat, max_new_tokens_for
 from faisca.types import ChatEnd, ChatRequest, ChoiceEnd, ImagePart, Message, SamplingParams, TextDelta, TextPart
@@ -126,10 +126,11 @@ def test_images_to_a_text_only_model_are_refused(catalog: Catalog) -> None:
     assert caught.value.param == "messages.0.content.1.image_url"
 
 
-def test_requests_while_loading_are_503_not_ready(catalog: Catalog) -> None:
-    service = make_service(ScriptedEngine([], template=CHATML), catalog, load=False)
-    with pytest.raises(NotReady):
-        asyncio.run(service.start_chat(request()))
+def test_a_request_to_a_model_not_loaded_yet_waits_for_its_load(catalog: Catalog) -> None:
+    service = make_service(ScriptedEngine(["hello"], template=CHATML), catalog, load=False)
+    events = asyncio.run(collect(service, request()))
+    assert TextDelta(0, "hello") in events
+    assert service.registry.states()["huggingfacetb-smollm2-135m-instruct"] == "ready"
 
 
 def test_a_model_without_any_chat_template_is_refused_not_guessed(catalog: Catalog) -> None:

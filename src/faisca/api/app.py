@@ -62,7 +62,8 @@ def create_app(settings: Settings, registry: ModelRegistry, *, drain: Drain | No
         stats = {served.card.id: served.stats for served in registry.ready_models()}  # one snapshot each
         return {model: (stat.num_running, stat.num_waiting) for model, stat in stats.items()}
 
-    metrics = Metrics(queue_lengths, registry.replica_stats)
+    metrics = Metrics(queue_lengths, registry.replica_stats, registry.residents)
+    registry.listener = metrics
     limits = AdmissionLimits(max_running=settings.max_num_seqs, max_waiting=settings.max_queue)
     image_limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
                                fetch_timeout_s=settings.image_fetch_timeout_s,
@@ -104,15 +105,16 @@ def create_app(settings: Settings, registry: ModelRegistry, *, drain: Drain | No
 
     @app.get("/health", response_model=None)
     async def health() -> JSONResponse:
-        """200 when every served model is ready; 503 while draining, loading, or when one failed or its engine died."""
+        """200 when every model named at start is ready (models loaded on demand may be unloaded, loading or in memory);
+        503 while draining, loading those, or when one failed or an engine died."""
         states = registry.states()
         if drain.is_draining:
             return JSONResponse({"status": "draining", "models": states}, status_code=503,
                                 headers={"Retry-After": str(RETRY_AFTER_S)})
         if registry.is_loading:
-            loading = [card_id for card_id, state in states.items() if state == "loading"]
+            loading = [card.id for card in registry.pinned_cards if states.get(card.id) == "loading"]
             return error_response(NotReady(f"Loading: {', '.join(loading)}.", retry_after_s=2))
-        if any(state != "ready" for state in states.values()):
+        if any(state.startswith("failed") for state in states.values()):
             return JSONResponse({"status": "failed", "models": states}, status_code=503)
         return JSONResponse({"status": "ok", "models": states})
 

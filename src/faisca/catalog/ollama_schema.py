@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from faisca.catalog.card import ModelCard
 from faisca.catalog.schema import RequestValidator
 from faisca.errors import UnsupportedCapability
+from faisca.lifecycle.keep_alive import DURATION_PATTERN
 from faisca.limits import (
     MAX_CONTENT_PARTS,
     MAX_INT32,
@@ -85,7 +86,9 @@ def _shared(card: ModelCard) -> Schema:
         "format": _format(),
         "options": {"oneOf": [{"type": "null"}, _ref("Options")]},
         "stream": _nullable("boolean", default=True),
-        "keep_alive": _nullable(["string", "number"]),
+        "keep_alive": _nullable(["string", "number"], pattern=DURATION_PATTERN,
+                                description="how long the model stays loaded once idle: seconds, or a duration "
+                                            '("5m", "1h30m"); 0 unloads it, negative keeps it forever'),
         "think": _nullable(["boolean", "string"]),
         "logprobs": _nullable("boolean", default=False),
         "top_logprobs": _nullable("integer", minimum=0, maximum=20),

@@ -15,6 +15,7 @@ from jsonschema.exceptions import ValidationError
 
 from faisca.catalog.card import ModelCard
 from faisca.errors import InvalidRequest, UnsupportedCapability
+from faisca.lifecycle.keep_alive import DURATION_PATTERN
 from faisca.limits import (
     MAX_CHOICE_CHARS,
     MAX_CHOICES,
@@ -119,6 +120,9 @@ def _properties(card: ModelCard) -> Schema:
         "model": {"type": "string"},
         "messages": {"type": "array", "minItems": 1, "maxItems": MAX_MESSAGES, "items": _ref("Message")},
         **{name: {**field, "type": [field["type"], "null"]} for name, field in optional.items()},
+        # Ollama's (an extension here; vLLM has none): how long the model stays loaded once idle
+        "keep_alive": {"type": ["string", "number", "null"], "pattern": DURATION_PATTERN,
+                       "description": 'seconds, or a duration ("5m", "1h30m"); 0 unloads it, negative keeps it forever'},
         "stop": {"oneOf": stop},
         **{field: {"oneOf": [{"type": "null"}, _ref(component)]} for field, component in nullable_refs.items()},
     }

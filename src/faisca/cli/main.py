@@ -52,6 +52,33 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _keep_alive(value: str) -> float:
+    from faisca.lifecycle import parse_keep_alive_flag
+
+    try:
+        return parse_keep_alive_flag(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "kb": 10**3, "m": 2**20, "mib": 2**20, "mb": 10**6,
+               "g": 2**30, "gib": 2**30, "gb": 10**9, "t": 2**40, "tib": 2**40, "tb": 10**12}
+
+
+def _byte_size(value: str) -> int:
+    """`4GiB`, `500M` (binary), `2GB` (decimal), or bytes."""
+    number, unit = value.strip(), ""
+    while number and not (number[-1].isdigit() or number[-1] == "."):
+        number, unit = number[:-1], number[-1] + unit
+    try:
+        size = float(number) * _BYTE_UNITS[unit.strip().lower()]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"expected a size such as 4GiB, 512M or 2000000000, got {value!r}") from None
+    if not 1 <= size < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be at least one byte, got {value!r}")
+    return int(size)
+
+
 def _weights_arg(value: str) -> tuple[str, Path]:
     model_id, sep, path = value.partition("=")
     if not sep or not model_id or not path:
@@ -86,7 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     serve.add_argument("--port", type=_count(1), default=8080, help="port to listen on (default: %(default)s)")
     serve.add_argument("--model", dest="models", action="append", metavar="ID",
-                       help=f"a model to serve: id, Hugging Face id or alias; repeatable (default: {DEFAULT_MODEL_ID})")
+                       help="a model to load at start and keep loaded (pinned): id, Hugging Face id or alias; "
+                            "repeatable. Every model whose weights are here is served either way: the others load on "
+                            "their first request and leave when idle (--keep-alive)")
+    serve.add_argument("--models-dir", type=Path, action="append", default=[], metavar="DIR",
+                       help="serve every GGUF model in DIR (repeatable), its card derived from the file as --gguf "
+                            "does, loaded on its first request")
+    serve.add_argument("--keep-alive", type=_keep_alive, default=300.0, metavar="DURATION",
+                       help="how long a model loaded on demand stays once idle, unless a request's keep_alive says "
+                            "otherwise: seconds or a duration (5m, 1h); 0 unloads at once, negative keeps forever "
+                            "(default: 5m)")
+    serve.add_argument("--max-loaded-models", type=_count(1), default=None, metavar="N",
+                       help="models in memory at once; loading one more evicts the least recently used idle one "
+                            "(default: as many as fit --memory-budget)")
+    serve.add_argument("--memory-budget", type=_byte_size, default=None, metavar="SIZE",
+                       help="memory the loaded models may take together (weights, KV cache, projector), e.g. 8GiB; a "
+                            "model that does not fit evicts idle ones, or waits (503) while they are in use "
+                            "(default: 90%% of the memory available at start, a container's limit included)")
     serve.add_argument("--weights", action="append", type=_weights_arg, default=[], metavar="ID=PATH",
                        help="run the card ID from a local GGUF file; repeatable")
     serve.add_argument("--lora", action="append", type=_weights_arg, default=[], metavar="NAME=PATH",
@@ -239,6 +282,23 @@ def _with_local_gguf(catalog: Catalog, gguf: Path, projector: Path | None, name:
     return catalog.with_card(card), card.id
 
 
+def _with_models_dir(catalog: Catalog, directory: Path) -> Catalog:
+    """The catalog with a card derived for each GGUF model in `directory` (projectors and unreadable files skipped)."""
+    from faisca.errors import EngineError
+
+    directory = directory.expanduser()
+    if not directory.is_dir():
+        raise FaiscaError(f"--models-dir {directory}: not a directory")
+    for gguf in sorted(directory.glob("*.gguf")):
+        try:
+            catalog, model_id = _with_local_gguf(catalog, gguf, None, None)
+        except (EngineError, ValueError) as exc:  # a projector, a LoRA adapter, or not a GGUF llama.cpp reads
+            logging.getLogger("faisca.cli").warning("--models-dir: skipping %s (%s)", gguf, getattr(exc, "message", exc))
+            continue
+        logging.getLogger("faisca.cli").info("--models-dir: serving %s as %s", gguf, model_id)
+    return catalog
+
+
 def _api_keys(key: str | None, key_file: Path | None) -> tuple[str, ...]:
     """--api-key and the keys in --api-key-file; $FAISCA_API_KEY when neither is given; none: no key needed."""
     keys: list[str] = []
@@ -271,10 +331,12 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
     from faisca.api.app import create_app
     from faisca.api.drain import Drain
     from faisca.cli.server import serve
-    from faisca.engine.factory import engine_loader
+    from faisca.engine.factory import engine_loader, memory_estimator
     from faisca.engine.llama_cpp import available_cores
-    from faisca.registry import ModelRegistry
+    from faisca.lifecycle.memory import default_budget_bytes
+    from faisca.registry import MemoryBudget, ModelRegistry
 
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     api_keys = _api_keys(args.api_key, args.api_key_file)
     for model_id, path in args.weights:
         catalog = catalog.with_weights_path(model_id, path)
@@ -285,6 +347,8 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
     for model_id, urls in upstream_urls.items():
         catalog = catalog.with_upstream(model_id, tuple(urls))
         model_ids.append(model_id)
+    for directory in args.models_dir:
+        catalog = _with_models_dir(catalog, directory)
     if args.gguf is not None:
         catalog, local_id = _with_local_gguf(catalog, args.gguf, args.mmproj, args.name)
         model_ids.append(local_id)
@@ -304,8 +368,9 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
         except ValueError as exc:
             raise FaiscaError(f"--lora: the model `{catalog.resolve(local[0]).id}` takes no LoRA adapters "
                               f"(its card says lora = false)") from exc
+        model_ids.append(local[0])  # loaded at start, so that an adapter that does not fit is caught there
     settings = Settings(
-        host=args.host, port=args.port, model_ids=tuple(dict.fromkeys(model_ids or (DEFAULT_MODEL_ID,))),
+        host=args.host, port=args.port, model_ids=tuple(dict.fromkeys(catalog.resolve(m).id for m in model_ids)),
         num_threads=args.threads, max_context_tokens=args.ctx_size, kv_cache_tokens=args.kv_cache_tokens,
         max_num_seqs=args.max_num_seqs, max_queue=args.max_queue, max_batch_tokens=args.max_batch_tokens,
         api_keys=api_keys, enable_docs=args.enable_docs, drain_timeout_s=args.drain_timeout,
@@ -315,15 +380,21 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
         max_images_per_request=args.max_images_per_request,
         weights_paths=tuple(args.weights), cards_dirs=tuple(args.cards_dir), upstreams=tuple(args.upstream),
         upstream_api_key=os.environ.get("FAISCA_UPSTREAM_API_KEY", "").strip() or None,
+        keep_alive_s=args.keep_alive, max_loaded_models=args.max_loaded_models, memory_budget_bytes=args.memory_budget,
     )
     for model_id in settings.model_ids:
         card = catalog.resolve(model_id)
         if card.runtime.weights is None and card.runtime.engine != "upstream":
             raise FaiscaError(missing_weights_message(card))
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))  # a line per upstream call
     loader = engine_loader(settings, num_threads=settings.num_threads or available_cores())
-    registry = ModelRegistry(catalog, settings.model_ids, loader, on_fatal=_exit_at_start)
+    budget = MemoryBudget(settings.memory_budget_bytes or default_budget_bytes(), settings.max_loaded_models)
+    logging.getLogger("faisca.cli").info(
+        "models in memory: at most %s, within %s", settings.max_loaded_models or "any number",
+        f"{budget.max_bytes / 2**20:.0f} MiB" if budget.max_bytes else "no byte budget (memory unknown)")
+    registry = ModelRegistry(catalog, settings.model_ids, loader, on_fatal=_exit_at_start,
+                             estimate_bytes=memory_estimator(settings), budget=budget,
+                             default_keep_alive_s=settings.keep_alive_s)
     drain = Drain()
     app = create_app(settings, registry, drain=drain)
     serve(app, host=settings.host, port=settings.port, log_level=args.log_level, drain=drain,

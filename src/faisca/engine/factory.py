@@ -7,11 +7,13 @@ from faisca.config import Settings
 from faisca.engine.base import Engine
 from faisca.fleet import Fleet
 from faisca.engine.weights import resolve_gguf, resolve_projector
-from faisca.registry import EngineLoader
+from faisca.lifecycle import KvCacheLayout, estimate_memory
+from faisca.registry import EngineLoader, MemoryEstimator
 
 
 def engine_loader(settings: Settings, *, num_threads: int) -> EngineLoader:
     def load(card: ModelCard) -> Engine | Fleet:
+        """(Blocking.) The card's engine, loaded."""
         match card.runtime.engine:
             case "upstream":
                 return Fleet(card.id, card.runtime.urls, wanted_names=(card.id, card.hf_id, *card.aliases),
@@ -33,3 +35,27 @@ def engine_loader(settings: Settings, *, num_threads: int) -> EngineLoader:
         raise AssertionError(f"unknown engine {card.runtime.engine!r}")
 
     return load
+
+
+def kv_cache_tokens_for(card: ModelCard, settings: Settings) -> int:
+    """The KV cache the engine of `card` gets: `--kv-cache-tokens`, at least one full context."""
+    max_context_tokens = min(card.context_length, settings.max_context_tokens)
+    return max(settings.kv_cache_tokens or max_context_tokens, max_context_tokens)
+
+
+def memory_estimator(settings: Settings) -> MemoryEstimator:
+    def estimate(card: ModelCard) -> int:
+        """(Blocking: reads the GGUF's header.) The bytes the card's engine takes once loaded (`faisca.lifecycle.memory`);
+        0 for a model served upstream."""
+        if card.runtime.engine != "llama_cpp":
+            return 0
+        from faisca.engine.llama_cpp import read_gguf_header
+
+        gguf = resolve_gguf(card)
+        metadata, vocab_size = read_gguf_header(gguf)
+        projector = resolve_projector(card)
+        return estimate_memory(weights_bytes=gguf.stat().st_size, layout=KvCacheLayout.from_metadata(metadata),
+                               kv_cache_tokens=kv_cache_tokens_for(card, settings), vocab_size=vocab_size,
+                               projector_bytes=projector.stat().st_size if projector else 0).total_bytes
+
+    return estimate

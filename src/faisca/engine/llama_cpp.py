@@ -75,6 +75,11 @@ def available_cores() -> int:
 
 def read_gguf_metadata(gguf_path: Path) -> dict[str, str]:
     """A GGUF's metadata, read by llama.cpp itself (its vocabulary only is loaded, not the weights)."""
+    return read_gguf_header(gguf_path)[0]
+
+
+def read_gguf_header(gguf_path: Path) -> tuple[dict[str, str], int]:
+    """A GGUF's metadata and the size of its vocabulary (its vocabulary only is loaded, not the weights)."""
     import llama_cpp
     from llama_cpp import _internals
 
@@ -88,7 +93,7 @@ def read_gguf_metadata(gguf_path: Path) -> dict[str, str]:
     except ValueError:
         raise EngineError(f"{gguf_path} is not a GGUF model llama.cpp can load") from None
     try:
-        return model.metadata()
+        return model.metadata(), model.n_vocab()
     finally:
         model.close()
 

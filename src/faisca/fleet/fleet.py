@@ -335,12 +335,22 @@ class Fleet:
             body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
             models = body.get("models") if isinstance(body, dict) else None
             state = models.get(listing.served_name) if isinstance(models, dict) else None
-            if state is None:
-                raise ValueError(f"it lists `{listing.served_name}` in its catalog but does not serve it")
-            if state != "ready":
-                raise ValueError(f"`{listing.served_name}` is {state} there")
+            if response.status_code == 503 and state in (None, "loading"):
+                raise ValueError("it is still starting")
+            if state is not None and state.startswith("failed"):
+                raise ValueError(f"`{listing.served_name}` {state} there")
+            if state is None:  # not in memory there: one it loads on demand, or a card it only lists
+                await self._check_served(replica, listing.served_name)
         elif response.status_code not in (200, 404):
             raise ValueError(f"its /health answered HTTP {response.status_code}")
+
+    async def _check_served(self, replica: Replica, name: str) -> None:
+        """faisca's model entry says whether it serves the model (loaded or on demand). ValueError when not."""
+        response = await self._client.get(f"{replica.base_url}/models/{name}", headers=self._request_headers(replica),
+                                          timeout=PROBE_TIMEOUT_S)
+        entry = response.json() if response.status_code == 200 else None
+        if not isinstance(entry, dict) or entry.get("served") is not True:
+            raise ValueError(f"it lists `{name}` in its catalog but does not serve it")
 
     async def _watch(self) -> None:
         while True:

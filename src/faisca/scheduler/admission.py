@@ -6,7 +6,7 @@ queued without bound; the engine's scheduler decides which of the admitted ones 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -41,15 +41,23 @@ class Admission:
 
 
 class Ticket:
-    """One admitted request; released exactly once."""
+    """One admitted request; released exactly once, releasing what was tied to it (its model's lease)."""
 
     def __init__(self, admission: Admission) -> None:
         self._admission: Admission | None = admission
+        self._tied: list[Callable[[], None]] = []
+
+    def tie(self, release: Callable[[], None]) -> None:
+        """Call `release` when the ticket is released."""
+        self._tied.append(release)
 
     def release(self) -> None:
         if self._admission is not None:
             self._admission.num_in_flight -= 1
             self._admission = None
+            for release in self._tied:
+                release()
+            self._tied.clear()
 
 
 class AdmittedStream(AsyncIterator[T]):

@@ -17,6 +17,7 @@ from faisca.catalog.derive import quantization_name
 from faisca.catalog.ollama_schema import validators
 from faisca.chat.tooldefs import checked_schema, tools_from_definitions
 from faisca.errors import UnsupportedCapability
+from faisca.lifecycle.keep_alive import parse_keep_alive
 from faisca.types import (
     ChatEnd,
     ChatEvent,
@@ -131,7 +132,8 @@ def from_generate(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
     return ChatRequest(card.id, tuple(messages), sampling, response_format=_format(body),
                        raw_prompt=prompt if body.get("raw") else None,
                        max_context_tokens=_num_ctx(body.get("options")), fit_context=True,
-                       context=tuple(body.get("context") or ()))
+                       context=tuple(body.get("context") or ()),
+                       keep_alive_s=parse_keep_alive(body.get("keep_alive")))
 
 
 def _chat_message(index: int, wire: Mapping[str, Any]) -> Message:
@@ -158,6 +160,7 @@ def from_chat(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
         response_format=_format(body),
         max_context_tokens=_num_ctx(body.get("options")),
         fit_context=True,
+        keep_alive_s=parse_keep_alive(body.get("keep_alive")),
     )
 
 

@@ -8,7 +8,7 @@ import functools
 import hashlib
 import time
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -27,11 +27,13 @@ from faisca.catalog.ollama_schema import chat_schema, generate_schema, validator
 from faisca.config import Settings
 from faisca.engine.weights import resolve_gguf
 from faisca.errors import FaiscaError, InvalidRequest, ModelNotFound
+from faisca.lifecycle.keep_alive import parse_keep_alive
 from faisca.registry import ServedModel
 from faisca.service import ChatService
 from faisca.types import ChatRequest, EmbeddingRequest
 
 
+_FOREVER_S = (2**63 - 1) // 10**9  # ~292 years
 _SHOW_SCHEMA = {"type": "object", "properties": {"model": {"type": "string"}, "name": {"type": "string"}}}
 
 
@@ -87,10 +89,11 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
 
     @router.get("/ps")
     async def running_models() -> dict[str, Any]:
+        """The models in memory: their size (weights, KV cache, projector) and when they leave if still idle."""
         return {"models": [
-            {**listing(served.card), "expires_at": "0001-01-01T00:00:00Z", "size_vram": 0,
-             "context_length": served.max_context_tokens}
-            for served in service.registry.ready_models()
+            {**listing(resident.served.card), "size": resident.num_bytes, "expires_at": _expiry(resident.expires_at),
+             "size_vram": 0, "context_length": resident.served.max_context_tokens}
+            for resident in service.registry.residents()
         ]}
 
     @router.post("/show", openapi_extra=request_body(_SHOW_SCHEMA, model_ids=None))
@@ -112,23 +115,36 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
             "modified_at": modified_at,
         }
 
-    def parse(body: dict[str, Any], *, chat: bool) -> tuple[dict[str, Any], ModelCard, ChatRequest | None]:
-        """The body's card and request, validated against the card's schema; None for a generate that only loads."""
+    def parse(body: dict[str, Any], *, chat: bool) -> tuple[dict[str, Any], ModelCard, ChatRequest | float | None]:
+        """The body's card and request, validated against the card's schema; for a body with nothing to answer (no
+        prompt, no messages), which only loads or unloads the model, its keep_alive instead."""
         card, adapter = resolve_named(body)
-        if not chat and not body.get("prompt") and not body.get("raw") and not body.get("images"):
-            validators(card).generate.validate(body)
-            return body, card, None
+        if chat and not body.get("messages") or not chat and not body.get("prompt") and not body.get("raw") \
+                and not body.get("images"):
+            (validators(card).chat if chat else validators(card).generate).validate(body)
+            return body, card, parse_keep_alive(body.get("keep_alive"))
         request = convert.from_chat(body, card) if chat else convert.from_generate(body, card)
         return body, card, dataclasses.replace(request, adapter=adapter)
+
+    async def load_or_unload(card: ModelCard, keep_alive_s: float | None, name: str, *, chat: bool) -> JSONResponse:
+        """As Ollama answers an empty request: the model loaded (`done_reason: "load"`), or with `keep_alive: 0`,
+        unloaded (`"unload"`)."""
+        if keep_alive_s == 0:
+            await service.registry.unload(card)
+            done_reason = "unload"
+        else:
+            (await service.registry.acquire(card, keep_alive_s)).release()
+            done_reason = "load"
+        answer: dict[str, Any] = {"model": name, "created_at": convert.now_iso()}
+        answer |= {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
+        return JSONResponse({**answer, "done_reason": done_reason, "done": True})
 
     async def answer(request: Request, *, chat: bool) -> JSONResponse | StreamingResponse:
         body, card, chat_request = await read_request(request, max_bytes=settings.max_body_bytes,
                                                       parse=functools.partial(parse, chat=chat))
         name = body["model"] if isinstance(body.get("model"), str) else convert.model_name(card)
-        if chat_request is None:
-            service.registry.get(card)  # an empty prompt loads the model (here: checks it is ready)
-            return JSONResponse({"model": name, "created_at": convert.now_iso(), "response": "", "done": True,
-                                 "done_reason": "load"})
+        if not isinstance(chat_request, ChatRequest):
+            return await load_or_unload(card, chat_request, name, chat=chat)
         lines = convert.to_lines(await service.start_chat(chat_request), model=name, chat=chat)
         if body.get("stream", True) is not False:
             return StreamingResponse(_ndjson(lines), media_type="application/x-ndjson")
@@ -179,6 +195,13 @@ def build_router(service: ChatService, settings: Settings, *, started_at: int) -
         return Response(await service.in_worker(lambda: embeddings_response_json(result)), media_type="application/json")
 
     return router
+
+
+def _expiry(expires_at: float | None) -> str:
+    """RFC 3339, as Ollama writes it; forever is as far as Ollama's own (Go's longest duration from now)."""
+    moment = datetime.fromtimestamp(expires_at, timezone.utc) if expires_at is not None else \
+        datetime.now(timezone.utc) + timedelta(seconds=_FOREVER_S)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 async def _collect(lines: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from faisca.api.openai.convert import grammar_from_wire, lora_from_wire, samplin
 from faisca.api.openai.protocol import Completion, CompletionChoice, CompletionLogprobs
 from faisca.catalog import ModelCard
 from faisca.errors import UnsupportedCapability
+from faisca.lifecycle.keep_alive import parse_keep_alive
 from faisca.service import ChatResult
 from faisca.types import ChatEnd, ChatEvent, ChatRequest, ChoiceEnd, LogprobsDelta, SampledLogprobs, TextDelta
 
@@ -43,7 +44,8 @@ def to_completion_request(body: Mapping[str, Any], card: ModelCard) -> ChatReque
                                     "implemented; ask without `echo`.", param="echo")
     sampling = sampling_from_wire(body, top_logprobs=body.get("logprobs"), default_max_tokens=DEFAULT_MAX_TOKENS)
     return ChatRequest(card.id, (), sampling, num_choices, grammar=grammar_from_wire(body),
-                       raw_prompt=prompt_text(body), cache_salt=body.get("cache_salt"), lora=lora_from_wire(body))
+                       raw_prompt=prompt_text(body), cache_salt=body.get("cache_salt"), lora=lora_from_wire(body),
+                       keep_alive_s=parse_keep_alive(body.get("keep_alive")))
 
 
 class _LegacyLogprobs:

@@ -12,6 +12,7 @@ from faisca.chat.structured import choice_grammar, regex_grammar
 from faisca.chat.tooldefs import checked_schema, tools_from_definitions
 from faisca.engine.constraint import check_grammar, json_grammar
 from faisca.errors import InvalidRequest, UnsupportedCapability
+from faisca.lifecycle.keep_alive import parse_keep_alive
 from faisca.service import ChatResult
 from faisca.types import (
     ChatEnd,
@@ -62,7 +63,7 @@ KNOWN_FIELDS = frozenset(
         "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty",
         "stop", "seed", "user", "logit_bias", "tools", "tool_choice", "parallel_tool_calls", "response_format",
         "logprobs", "top_logprobs", "prompt_logprobs", "ignore_eos", "min_tokens", "stop_token_ids",
-        "include_stop_str_in_output", "cache_salt", "lora", "structured_outputs",
+        "include_stop_str_in_output", "cache_salt", "lora", "structured_outputs", "keep_alive",
     }
 )
 
@@ -233,6 +234,7 @@ def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
         grammar=grammar_from_wire(body),
         cache_salt=body.get("cache_salt"),
         lora=lora_from_wire(body),
+        keep_alive_s=parse_keep_alive(body.get("keep_alive")),
     )
 
 
