@@ -326,13 +326,14 @@ def no_replica_answers(front: RunningServer) -> httpx.Response:
 
 
 def test_with_no_replica_up_the_front_answers_503(fleet: Fleet, tmp_path: Path) -> None:
-    # gemma3:270m where nothing listens; smollm2 on a faisca that lists it (its catalog has it) but serves only gemma
+    # gemma3:270m where nothing listens; the Mistral seed card on a faisca that lists it (its catalog has it) but
+    # cannot serve it (no weights there)
     bystander = upstream_url(fleet.replicas[0])
     front = RunningServer("--upstream", f"gemma3:270m=http://127.0.0.1:{free_port()}/v1",
-                          "--upstream", f"smollm2={bystander}", log_path=tmp_path / "front.log")
+                          "--upstream", f"mistral-small:24b={bystander}", log_path=tmp_path / "front.log")
     try:
         assert no_replica_answers(front).status_code == 503
-        for model in ("gemma3:270m", "smollm2"):
+        for model in ("gemma3:270m", "mistral-small:24b"):
             response = httpx.post(f"{front.base_url}/v1/chat/completions", timeout=30,
                                   json={"model": model, "messages": user("hi"), **SHORT})
             assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0, response.text

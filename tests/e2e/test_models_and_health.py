@@ -14,7 +14,7 @@ MISTRAL = "casperhansen-mistral-small-24b-instruct-2501-awq"
 
 def test_models_lists_every_card_with_created(client: openai.OpenAI) -> None:
     models = {model.id: model for model in client.models.list()}
-    assert set(models) == {GEMMA, SMOLLM2, GEMMA_27B, MISTRAL}
+    assert set(models) == {GEMMA, SMOLLM2, GEMMA_27B, MISTRAL, "google-embeddinggemma-300m"}
     assert all(model.created > 0 and model.object == "model" for model in models.values())
     assert models[GEMMA].model_extra["max_model_len"] == CONTEXT_TOKENS  # type: ignore[index]
 

@@ -224,3 +224,16 @@ def test_vllm_sampling_extras_are_read_and_min_tokens_bounded(catalog: Catalog) 
     with pytest.raises(InvalidRequest) as caught:
         to_chat_request({**body, "min_tokens": 6}, card)
     assert caught.value.param == "min_tokens"
+
+
+def test_integral_floats_in_integer_fields_become_ints() -> None:
+    """JSON Schema's `integer` takes 2.0; ranges, ctypes and numpy then need a real int (a fuzzer found the 500)."""
+    from faisca.catalog import Catalog
+
+    card = Catalog.from_dirs().resolve("smollm2")
+    request = to_chat_request({"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "n": 2.0,
+                                       "max_tokens": 5.0, "seed": 7.0, "top_k": 3.0, "min_tokens": 1.0,
+                                       "stop_token_ids": [2.0]}, card)
+    values = (request.num_choices, request.sampling.max_tokens, request.sampling.seed, request.sampling.top_k,
+              request.sampling.min_tokens, request.sampling.stop_token_ids[0])
+    assert values == (2, 5, 7, 3, 1, 2) and all(type(value) is int for value in values)

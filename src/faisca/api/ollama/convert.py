@@ -132,7 +132,7 @@ def from_generate(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
     return ChatRequest(card.id, tuple(messages), sampling, response_format=_format(body),
                        raw_prompt=prompt if body.get("raw") else None,
                        max_context_tokens=_num_ctx(body.get("options")), fit_context=True,
-                       context=tuple(body.get("context") or ()),
+                       context=tuple(int(token) for token in body.get("context") or ()),
                        keep_alive_s=parse_keep_alive(body.get("keep_alive")))
 
 

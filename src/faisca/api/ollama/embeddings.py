@@ -16,7 +16,7 @@ def from_embed(body: Mapping[str, Any], model_id: str) -> EmbeddingRequest:
     unless `truncate` is false."""
     wire = body["input"]
     inputs = (wire,) if isinstance(wire, str) else tuple(wire)
-    return EmbeddingRequest(model_id, inputs, dimensions=body.get("dimensions"),
+    return EmbeddingRequest(model_id, inputs, dimensions=None if body.get("dimensions") is None else int(body["dimensions"]),
                             truncate=body.get("truncate") is not False, param="input")
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from faisca.api.openai.convert import grammar_from_wire, lora_from_wire, sampling_from_wire, to_usage_info
+from faisca.api.openai.convert import (
+    grammar_from_wire, int_or_default, lora_from_wire, sampling_from_wire, to_usage_info,
+)
 from faisca.api.openai.protocol import Completion, CompletionChoice, CompletionLogprobs
 from faisca.catalog import ModelCard
 from faisca.errors import UnsupportedCapability
@@ -36,13 +38,14 @@ def to_completion_request(body: Mapping[str, Any], card: ModelCard) -> ChatReque
     """A body that passed the card's completion schema, as a raw (untemplated) `ChatRequest`."""
     if body.get("suffix"):
         raise UnsupportedCapability("suffix: inserting text (fill-in-the-middle) is not supported.", param="suffix")
-    num_choices = body.get("n") or 1
+    num_choices = int_or_default(body, "n", 1) or 1
     if body.get("best_of") not in (None, num_choices):
         raise UnsupportedCapability("best_of: only `best_of` equal to `n` is supported.", param="best_of")
     if body.get("echo") and body.get("logprobs") is not None:
         raise UnsupportedCapability("echo: with `logprobs` it needs the prompt's log probabilities, which are not "
                                     "implemented; ask without `echo`.", param="echo")
-    sampling = sampling_from_wire(body, top_logprobs=body.get("logprobs"), default_max_tokens=DEFAULT_MAX_TOKENS)
+    sampling = sampling_from_wire(body, top_logprobs=int_or_default(body, "logprobs", None),
+                                  default_max_tokens=DEFAULT_MAX_TOKENS)
     return ChatRequest(card.id, (), sampling, num_choices, grammar=grammar_from_wire(body),
                        raw_prompt=prompt_text(body), cache_salt=body.get("cache_salt"), lora=lora_from_wire(body),
                        keep_alive_s=parse_keep_alive(body.get("keep_alive")))

@@ -118,6 +118,12 @@ def _or_default(body: Mapping[str, Any], key: str, default: Any) -> Any:
     return default if value is None else value
 
 
+def int_or_default(body: Mapping[str, Any], key: str, default: int | None) -> int | None:
+    """An integer field: JSON Schema's `integer` takes 2.0 too, which Python's ranges and C ints do not."""
+    value = body.get(key)
+    return default if value is None else int(value)
+
+
 def _refuse_unimplemented(body: Mapping[str, Any]) -> None:
     """Features a client would silently lose are refused instead, until faisca implements them."""
     if body.get("prompt_logprobs") is not None:
@@ -128,7 +134,7 @@ def _refuse_unimplemented(body: Mapping[str, Any]) -> None:
 
 def _top_logprobs_from_wire(body: Mapping[str, Any]) -> int | None:
     """None without `logprobs`; else how many alternatives each token's entry lists (`top_logprobs`, 0 by default)."""
-    num_top = _or_default(body, "top_logprobs", 0)
+    num_top = int_or_default(body, "top_logprobs", 0)
     if not body.get("logprobs"):
         if num_top:
             raise InvalidRequest("top_logprobs: needs `logprobs` set to true.", param="top_logprobs")
@@ -226,7 +232,7 @@ def to_chat_request(body: Mapping[str, Any], card: ModelCard) -> ChatRequest:
         model_id=card.id,
         messages=tuple(_message_from_wire(message) for message in body["messages"]),
         sampling=sampling_from_wire(body, top_logprobs=_top_logprobs_from_wire(body)),
-        num_choices=_or_default(body, "n", 1),
+        num_choices=int_or_default(body, "n", 1),
         tools=tools,
         tool_choice=tool_choice if tools else "none",
         parallel_tool_calls=_or_default(body, "parallel_tool_calls", True),
@@ -248,7 +254,7 @@ def lora_from_wire(body: Mapping[str, Any]) -> tuple[tuple[int, float], ...] | N
 def sampling_from_wire(body: Mapping[str, Any], *, top_logprobs: int | None,
                        default_max_tokens: int | None = None) -> SamplingParams:
     """The sampling fields both completion APIs share (OpenAI's, and vLLM's extras)."""
-    top_k = _or_default(body, "top_k", 0)
+    top_k = int_or_default(body, "top_k", 0) or 0
     sampling = SamplingParams(
         temperature=_or_default(body, "temperature", 1.0),
         top_p=_or_default(body, "top_p", 1.0),
@@ -257,16 +263,16 @@ def sampling_from_wire(body: Mapping[str, Any], *, top_logprobs: int | None,
         presence_penalty=_or_default(body, "presence_penalty", 0.0),
         frequency_penalty=_or_default(body, "frequency_penalty", 0.0),
         repeat_penalty=_or_default(body, "repetition_penalty", 1.0),
-        seed=body.get("seed"),
+        seed=int_or_default(body, "seed", None),
         # LangChain sends only max_completion_tokens; it wins when both are given, as in OpenAI's API.
-        max_tokens=_or_default(body, "max_completion_tokens", _or_default(body, "max_tokens", default_max_tokens)),
+        max_tokens=int_or_default(body, "max_completion_tokens", int_or_default(body, "max_tokens", default_max_tokens)),
         stop=_stop_from_wire(body.get("stop")),
         logit_bias=tuple((int(token), float(bias)) for token, bias in (body.get("logit_bias") or {}).items()),
         top_logprobs=top_logprobs,
         include_stop_str_in_output=_or_default(body, "include_stop_str_in_output", False),
-        stop_token_ids=tuple(_or_default(body, "stop_token_ids", ())),
+        stop_token_ids=tuple(int(token) for token in _or_default(body, "stop_token_ids", ())),
         ignore_eos=_or_default(body, "ignore_eos", False),
-        min_tokens=_or_default(body, "min_tokens", 0),
+        min_tokens=int_or_default(body, "min_tokens", 0) or 0,
     )
     if sampling.max_tokens is not None and sampling.min_tokens > sampling.max_tokens:
         raise InvalidRequest(f"min_tokens ({sampling.min_tokens}) is more than max_tokens ({sampling.max_tokens}).",

@@ -17,14 +17,16 @@ def to_embedding_request(body: Mapping[str, Any]) -> EmbeddingRequest:
     wire = body["input"]
     if isinstance(wire, str):
         inputs: tuple[str | tuple[int, ...], ...] = (wire,)
-    elif all(isinstance(item, int) for item in wire):
-        inputs = (tuple(wire),)
-    elif any(isinstance(item, int) for item in wire):
+    elif all(isinstance(item, int | float) for item in wire):  # the schema's integers (2.0 is one to JSON Schema)
+        inputs = (tuple(int(item) for item in wire),)
+    elif any(isinstance(item, int | float) for item in wire):
         raise InvalidRequest("input: a list of token ids holds only integers; to embed several inputs, give a list "
                              "of texts or a list of lists of token ids.", param="input")
     else:
-        inputs = tuple(item if isinstance(item, str) else tuple(item) for item in wire)
-    return EmbeddingRequest(body["model"], inputs, dimensions=body.get("dimensions"), param="input")
+        inputs = tuple(item if isinstance(item, str) else tuple(int(token) for token in item) for item in wire)
+    dimensions = body.get("dimensions")
+    return EmbeddingRequest(body["model"], inputs, dimensions=None if dimensions is None else int(dimensions),
+                            param="input")
 
 
 def embedding_response_json(result: Embeddings, *, model: str, encoding_format: str | None) -> bytes:
