@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from faisca.fleet import ReplicaStats
+
 _LOAD_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2, 2.5, 5, 10, 20, 40)
 
@@ -27,19 +29,10 @@ class _QueueCollector(Collector):
         yield waiting
 
 
-class ReplicaState(Protocol):
-    model: str
-    replica: str
-    is_up: bool
-    num_running: int
-    num_requests: int
-    num_errors: int
-
-
 class _ReplicaCollector(Collector):
     """Per upstream replica (`faisca serve --upstream`): up or down, requests running on it, requests and errors."""
 
-    def __init__(self, read_replicas: Callable[[], Sequence[ReplicaState]]) -> None:
+    def __init__(self, read_replicas: Callable[[], Sequence[ReplicaStats]]) -> None:
         self._read_replicas = read_replicas
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -88,7 +81,7 @@ class _ResidentCollector(Collector):
 
 class Metrics:
     def __init__(self, read_queues: Callable[[], Mapping[str, tuple[int, int]]] = dict,
-                 read_replicas: Callable[[], Sequence[ReplicaState]] = list,
+                 read_replicas: Callable[[], Sequence[ReplicaStats]] = list,
                  read_residents: Callable[[], Sequence[ResidentState]] = list) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_QueueCollector(read_queues))
