@@ -168,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: %(default)s)")
     serve.add_argument("--max-batch-tokens", type=_count(1), default=512, metavar="TOKENS",
                        help="tokens per decoding step: long prompts are fed in chunks of this (default: %(default)s)")
+    serve.add_argument("--spec", choices=["ngram"], default=None,
+                       help="speculative decoding: `ngram` proposes draft tokens by prompt lookup (copies of what "
+                            "the prompt and the text so far hold), verified in one step; the text stays the same, "
+                            "only faster where the answer repeats its input (default: off)")
+    serve.add_argument("--draft-max", type=_count(1), default=4, metavar="N",
+                       help="with --spec: draft tokens verified per step at most (default: %(default)s)")
+    serve.add_argument("--spec-max-seqs", type=_count(1), default=2, metavar="N",
+                       help="with --spec: speculate only while at most N sequences run; a larger batch keeps "
+                            "the cores busy already (default: %(default)s)")
     serve.add_argument("--kv-cache-tokens", type=_count(1), default=None, metavar="TOKENS",
                        help="KV cache per model, shared by its sequences (default: --ctx-size)")
     serve.add_argument("--api-key", default=None, metavar="KEY",
@@ -373,6 +382,7 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
         host=args.host, port=args.port, model_ids=tuple(dict.fromkeys(catalog.resolve(m).id for m in model_ids)),
         num_threads=args.threads, max_context_tokens=args.ctx_size, kv_cache_tokens=args.kv_cache_tokens,
         max_num_seqs=args.max_num_seqs, max_queue=args.max_queue, max_batch_tokens=args.max_batch_tokens,
+        speculation=args.spec, max_draft_tokens=args.draft_max, max_speculating_seqs=args.spec_max_seqs,
         api_keys=api_keys, enable_docs=args.enable_docs, drain_timeout_s=args.drain_timeout,
         max_loras=args.max_loras, lora_dirs=tuple(args.lora_dir),
         max_image_pixels=args.max_image_pixels, max_image_bytes=args.max_image_bytes,
