@@ -32,7 +32,10 @@ def engine_loader(settings: Settings, *, num_threads: int) -> EngineLoader:
                     kv_cache_tokens=settings.kv_cache_tokens,
                     projector_path=resolve_projector(card),
                     max_loras=settings.max_loras,
-                    speculation=speculation_config(settings),
+                    # the draft (its vocabulary checked at start) drafts for the models named at start only
+                    speculation=speculation_config(settings) if (
+                        settings.speculation != "draft" or card.id in settings.model_ids) else None,
+                    draft_path=settings.draft_gguf,
                 )
         raise AssertionError(f"unknown engine {card.runtime.engine!r}")
 

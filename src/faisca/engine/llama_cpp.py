@@ -44,6 +44,7 @@ from faisca.engine.base import (
     EngineEvent, EnginePrompt, EngineStats, LoraInfo, LoraSet, ModelTokens, PromptAccepted, PromptImage, TokenOut,
 )
 from faisca.engine.batch_invariance import make_batch_invariant
+from faisca.engine.draft import DraftModel
 from faisca.engine.constraint import ConstraintCompiler, TokenConstraint
 from faisca.engine.embeddings import Embedder, EmbeddingJob, pooling_for, take_batch
 from faisca.engine.kv_cache import CacheKey, PrefixCache
@@ -178,7 +179,8 @@ def _send_to_loop(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[object]
 class LlamaCppEngine:
     def __init__(self, model: object, context: object, *, name: str, max_context_tokens: int,
                  scheduler: SchedulerConfig, vision: VisionEncoder | None = None, max_loras: int = 8,
-                 num_threads: int = 1, speculation: SpeculationConfig | None = None) -> None:
+                 num_threads: int = 1, speculation: SpeculationConfig | None = None,
+                 draft: DraftModel | None = None) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
@@ -221,6 +223,7 @@ class LlamaCppEngine:
         self._num_steps = 0
         self._fed_last_step = False
         self._speculation = speculation
+        self._draft = draft  # the draft model, with speculation by "draft"
         self._num_draft_tokens = 0  # read by other threads (ints: atomic under the GIL)
         self._num_accepted_tokens = 0
         # After a preemption, no more sequences run than did then, until one finishes (else the preempted one
@@ -244,6 +247,7 @@ class LlamaCppEngine:
         projector_path: Path | None = None,
         max_loras: int = 8,
         speculation: SpeculationConfig | None = None,
+        draft_path: Path | None = None,
     ) -> LlamaCppEngine:
         """Load the weights and make the context (blocking: call it off the event loop)."""
         import llama_cpp
@@ -285,11 +289,25 @@ class LlamaCppEngine:
             logger.info("%s reads images through the projector %s", name, projector_path)
         logger.info("loaded %s in %.1f s", name, time.monotonic() - started_s)
         scheduler = SchedulerConfig(max_num_seqs=max_num_seqs, max_batch_tokens=max_batch_tokens)
+        draft = None
+        if speculation is not None and speculation.method == "draft":
+            if draft_path is None:
+                raise EngineError("speculation by a draft model needs the draft's GGUF")
+            try:
+                draft = DraftModel.load(draft_path, kv_cache_tokens=kv_cache_tokens, max_num_seqs=max_num_seqs,
+                                        max_batch_tokens=max_batch_tokens, num_threads=num_threads)
+            except BaseException:
+                if vision is not None:
+                    vision.close()
+                context.close()
+                model.close()
+                raise
+            logger.info("%s drafts with %s", name, draft_path)
         if speculation is not None:
             logger.info("%s speculates by %s lookup, up to %d draft tokens a step, while at most %d sequences decode",
                         name, speculation.method, speculation.max_draft_tokens, speculation.max_sequences)
         return cls(model, context, name=name, max_context_tokens=max_context_tokens, scheduler=scheduler, vision=vision,
-                   max_loras=max_loras, num_threads=num_threads, speculation=speculation)
+                   max_loras=max_loras, num_threads=num_threads, speculation=speculation, draft=draft)
 
     # --- the Engine interface (event-loop side)
 
@@ -489,6 +507,8 @@ class LlamaCppEngine:
         self._adapters.close()
         if self._vision is not None:
             self._vision.close()
+        if self._draft is not None:
+            self._draft.close()
         self._context.close()  # type: ignore[attr-defined]
         self._model.close()  # type: ignore[attr-defined]
 
@@ -705,8 +725,13 @@ class LlamaCppEngine:
                         sequence.max_new_tokens - sequence.num_generated - 1)  # never past where it must end
             if limit <= 0 or not sequence.backoff.wants_draft():
                 continue
-            drafts = propose_ngram(sequence.tokens, max_tokens=limit, min_ngram=config.min_ngram,
-                                   max_ngram=config.max_ngram)
+            if self._draft is not None:
+                if sequence.images:  # the draft model reads no images
+                    continue
+                drafts = self._draft.propose(sequence.slot, sequence.tokens, limit)
+            else:
+                drafts = propose_ngram(sequence.tokens, max_tokens=limit, min_ngram=config.min_ngram,
+                                       max_ngram=config.max_ngram)
             if drafts:
                 return sequence, drafts
         return None, []

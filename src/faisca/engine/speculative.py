@@ -28,7 +28,7 @@ MAX_BACKOFF_STEPS = 16
 
 @dataclass(frozen=True)
 class SpeculationConfig:
-    method: Literal["ngram"] = "ngram"
+    method: Literal["ngram", "draft"] = "ngram"  # prompt lookup, or a draft model (`engine/draft.py`)
     max_draft_tokens: int = 4  # drafts verified per step at most (--draft-max); a request may ask for fewer
     # speculate only while at most this many sequences decode: beyond, the batch already keeps the cores busy
     max_sequences: int = 2

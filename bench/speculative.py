@@ -1,0 +1,88 @@
+"""Speculative decoding: single-stream decode speed with and without prompt lookup (`--spec ngram`).
+
+Not a test. faisca's LlamaCppEngine in process (no HTTP), greedy, on two tasks:
+  edit   a paragraph with typos to correct: the answer repeats most of the prompt (where lookup pays),
+  chat   an open question: little to copy (what speculation costs when it does not pay),
+each without speculation and with `--draft-max` 4 and 8. Prints decode tok/s (first to last token), the speed-up,
+the acceptance rate (accepted / drafted tokens), and checks the text is the same.
+
+    .venv/bin/python bench/speculative.py [--threads 2] [--tokens 160] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+
+from faisca.catalog import Catalog
+from faisca.engine.base import TokenOut
+from faisca.engine.llama_cpp import LlamaCppEngine
+from faisca.engine.speculative import SpeculationConfig
+from faisca.engine.weights import resolve_gguf
+from faisca.types import SamplingParams
+
+EDIT = ("Correct the spelling mistakes in this paragraph and write it out again in full:\n\n"
+        "The lighthouse keeper climed the stairs every evening at sunset. He lit the lamp, cleaned the "
+        "glass, and wrote the wether in his log book. On stormy nights he stayed awake untill dawn, watching "
+        "the ships pass safely beyond the rocks. In the morning he walked down to the village to buy bread, "
+        "and the children asked him for storys about the sea.")
+CHAT = "Why do people enjoy travelling to new places? Answer in a few paragraphs."
+TASKS = {"edit": EDIT, "chat": CHAT}
+CONTEXT_TOKENS = 2048
+
+
+def measure(engine: LlamaCppEngine, prompt_text: str, num_tokens: int) -> tuple[float, str]:
+    prompt = engine.encode_prompt(f"<bos><start_of_turn>user\n{prompt_text}<end_of_turn>\n<start_of_turn>model\n")
+
+    async def run() -> tuple[float, str]:
+        stamps, text = [], []
+        async for event in engine.generate(prompt, SamplingParams(temperature=0.0, ignore_eos=True), num_tokens):
+            if isinstance(event, TokenOut):
+                stamps.append(time.perf_counter())
+                text.append(event.text)
+        return (len(stamps) - 1) / (stamps[-1] - stamps[0]), "".join(text)
+
+    return asyncio.run(run())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--tokens", type=int, default=160)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    gguf = resolve_gguf(Catalog.load().resolve("gemma3:270m"))
+    print(f"load average at start: {os.getloadavg()}")
+    baseline: dict[str, tuple[float, str]] = {}
+    for draft_max in (None, 4, 8):
+        speculation = None if draft_max is None else SpeculationConfig(max_draft_tokens=draft_max)
+        engine = LlamaCppEngine.load(gguf, name="bench", max_context_tokens=CONTEXT_TOKENS, num_threads=args.threads,
+                                     speculation=speculation)
+        try:
+            for task, prompt in TASKS.items():
+                measure(engine, prompt, 16)  # warm-up
+                before = engine.stats
+                runs = [measure(engine, prompt, args.tokens) for _ in range(args.runs)]
+                after = engine.stats
+                speed, text = statistics.median(r[0] for r in runs), runs[0][1]
+                drafted = after.num_draft_tokens - before.num_draft_tokens
+                accepted = after.num_accepted_tokens - before.num_accepted_tokens
+                label = "off" if draft_max is None else f"ngram, draft-max {draft_max}"
+                if draft_max is None:
+                    baseline[task] = (speed, text)
+                    print(f"{task:5} {label:22} {speed:6.1f} tok/s")
+                    continue
+                same = "same text" if text == baseline[task][1] else "TEXT DIFFERS"
+                rate = accepted / drafted if drafted else 0.0
+                print(f"{task:5} {label:22} {speed:6.1f} tok/s  x{speed / baseline[task][0]:.2f}  "
+                      f"accepted {accepted}/{drafted} drafts ({rate:.0%})  {same}")
+        finally:
+            asyncio.run(engine.close())
+    print(f"load average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
