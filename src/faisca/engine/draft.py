@@ -69,6 +69,7 @@ class DraftModel:
         self._max_batch_tokens = max_batch_tokens
         self._batch = llama_cpp.llama_batch_init(max_batch_tokens, 0, 1)
         self._held: list[list[int]] = [[] for _ in range(num_slots)]  # per slot: the tokens whose KV it holds
+        self._keys: list[object] = [None] * num_slots  # per slot: the cache key those tokens were fed under
         self.num_seconds = 0.0  # spent proposing, since it was loaded
 
     @classmethod
@@ -91,9 +92,13 @@ class DraftModel:
         context = _internals.LlamaContext(model=model, params=params, verbose=False)
         return cls(model, context, max_batch_tokens=max_batch_tokens, num_slots=max_num_seqs)
 
-    def propose(self, slot: int, tokens: list[int], max_tokens: int) -> list[int]:
-        """Up to `max_tokens` greedy next tokens after `tokens` (which must hold no image placeholders)."""
+    def propose(self, slot: int, tokens: list[int], max_tokens: int, *, key: object = None) -> list[int]:
+        """Up to `max_tokens` greedy next tokens after `tokens` (which must hold no image placeholders). A prefix is
+        reused only under the same `key` (the sequence's cache key: one tenant's prompts never speed up another's)."""
         started = time.perf_counter()
+        if key != self._keys[slot]:
+            self._held[slot].clear()
+            self._keys[slot] = key
         try:
             return self._propose(slot, tokens, max_tokens)
         finally:

@@ -304,7 +304,7 @@ class LlamaCppEngine:
                 raise
             logger.info("%s drafts with %s", name, draft_path)
         if speculation is not None:
-            logger.info("%s speculates by %s lookup, up to %d draft tokens a step, while at most %d sequences decode",
+            logger.info("%s speculates (%s), up to %d draft tokens a step, while at most %d sequences run",
                         name, speculation.method, speculation.max_draft_tokens, speculation.max_sequences)
         return cls(model, context, name=name, max_context_tokens=max_context_tokens, scheduler=scheduler, vision=vision,
                    max_loras=max_loras, num_threads=num_threads, speculation=speculation, draft=draft)
@@ -728,7 +728,11 @@ class LlamaCppEngine:
             if self._draft is not None:
                 if sequence.images:  # the draft model reads no images
                     continue
-                drafts = self._draft.propose(sequence.slot, sequence.tokens, limit)
+                try:
+                    drafts = self._draft.propose(sequence.slot, sequence.tokens, limit, key=sequence.cache_key)
+                except EngineError:  # drafts only ever change the speed: the step goes on without them
+                    logger.exception("the draft model failed; drafting goes on at the next proposal")
+                    drafts = []
             else:
                 drafts = propose_ngram(sequence.tokens, max_tokens=limit, min_ngram=config.min_ngram,
                                        max_ngram=config.max_ngram)
