@@ -3,12 +3,14 @@
 Not a test. faisca's LlamaCppEngine in process (no HTTP), greedy, on two tasks:
   edit   a paragraph with typos to correct: the answer repeats most of the prompt (where lookup pays),
   chat   an open question: little to copy (what speculation costs when it does not pay),
+on SmolLM2 135M Instruct (default; it follows the instruction, and its answers end by themselves) or Gemma 3 270M
+(`--model gemma3:270m`: a base model, which echoes the prompt and loops, so both tasks become copying),
 each without speculation, with prompt lookup at `--draft-max` 4 and 8, and with a draft model at 4: Gemma 3 270M
 drafting for itself (the only pair of one vocabulary here: no speed-up is possible, since the draft costs what the
 target does; it shows the machinery's cost at an acceptance near 100 %). Prints decode tok/s (first to last token), the speed-up,
 the acceptance rate (accepted / drafted tokens), and checks the text is the same.
 
-    .venv/bin/python bench/speculative.py [--threads 2] [--tokens 160] [--runs 3]
+    .venv/bin/python bench/speculative.py [--threads 2] [--tokens 400] [--runs 3]
 """
 
 from __future__ import annotations
@@ -36,12 +38,18 @@ TASKS = {"edit": EDIT, "chat": CHAT}
 CONTEXT_TOKENS = 2048
 
 
-def measure(engine: LlamaCppEngine, prompt_text: str, num_tokens: int) -> tuple[float, str]:
-    prompt = engine.encode_prompt(f"<bos><start_of_turn>user\n{prompt_text}<end_of_turn>\n<start_of_turn>model\n")
+TEMPLATES = {  # the two models' chat formats, written out (the bench skips faisca's template rendering)
+    "gemma3:270m": "<bos><start_of_turn>user\n{}<end_of_turn>\n<start_of_turn>model\n",
+    "smollm2": "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
+}
+
+
+def measure(engine: LlamaCppEngine, template: str, prompt_text: str, num_tokens: int) -> tuple[float, str]:
+    prompt = engine.encode_prompt(template.format(prompt_text))
 
     async def run() -> tuple[float, str]:
         stamps, text = [], []
-        async for event in engine.generate(prompt, SamplingParams(temperature=0.0, ignore_eos=True), num_tokens):
+        async for event in engine.generate(prompt, SamplingParams(temperature=0.0), num_tokens):
             if isinstance(event, TokenOut):
                 stamps.append(time.perf_counter())
                 text.append(event.text)
@@ -53,10 +61,12 @@ def measure(engine: LlamaCppEngine, prompt_text: str, num_tokens: int) -> tuple[
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--tokens", type=int, default=160)
+    parser.add_argument("--tokens", type=int, default=400)  # at most: each answer ends where the model ends it
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--model", choices=sorted(TEMPLATES), default="smollm2")
     args = parser.parse_args()
-    gguf = resolve_gguf(Catalog.load().resolve("gemma3:270m"))
+    gguf = resolve_gguf(Catalog.from_dirs().resolve(args.model))
+    template = TEMPLATES[args.model]
     print(f"load average at start: {os.getloadavg()}")
     baseline: dict[str, tuple[float, str]] = {}
     for method, draft_max in ((None, None), ("ngram", 4), ("ngram", 8), ("draft", 4)):
@@ -65,9 +75,9 @@ def main() -> None:
                                      speculation=speculation, draft_path=gguf if method == "draft" else None)
         try:
             for task, prompt in TASKS.items():
-                measure(engine, prompt, 16)  # warm-up
+                measure(engine, template, prompt, 16)  # warm-up
                 before = engine.stats
-                runs = [measure(engine, prompt, args.tokens) for _ in range(args.runs)]
+                runs = [measure(engine, template, prompt, args.tokens) for _ in range(args.runs)]
                 after = engine.stats
                 speed, text = statistics.median(r[0] for r in runs), runs[0][1]
                 drafted = after.num_draft_tokens - before.num_draft_tokens
@@ -75,7 +85,7 @@ def main() -> None:
                 label = "off" if method is None else f"{method}, draft-max {draft_max}"
                 if draft_max is None:
                     baseline[task] = (speed, text)
-                    print(f"{task:5} {label:22} {speed:6.1f} tok/s")
+                    print(f"{task:5} {label:22} {speed:6.1f} tok/s  ({len(engine.tokenize(text, add_special=False, parse_special=False))} tokens: {text[:60]!r}...)")
                     continue
                 same = "same text" if text == baseline[task][1] else "TEXT DIFFERS"
                 rate = accepted / drafted if drafted else 0.0

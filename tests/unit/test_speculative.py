@@ -97,3 +97,14 @@ def test_config_is_checked():
         SpeculationConfig(max_draft_tokens=0)
     with pytest.raises(ValueError):
         SpeculationConfig(min_ngram=3, max_ngram=2)
+
+
+def test_draft_length_follows_what_was_accepted():
+    backoff = Backoff()
+    assert backoff.max_tokens(6) == 6
+    backoff.record(6, 2)  # a run of 2 accepted: next time 3
+    assert backoff.max_tokens(6) == 3
+    backoff.record(3, 3)  # all accepted: twice as many
+    assert backoff.max_tokens(10) == 6
+    backoff.record(6, 0)  # none: one, after a pause
+    assert backoff.max_tokens(10) == 1

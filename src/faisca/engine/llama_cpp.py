@@ -721,8 +721,8 @@ class LlamaCppEngine:
             return None, []
         for sequence in decoding:
             asked = sequence.sampler.params.max_draft_tokens
-            limit = min(config.max_draft_tokens if asked is None else asked, budget,
-                        sequence.max_new_tokens - sequence.num_generated - 1)  # never past where it must end
+            limit = sequence.backoff.max_tokens(min(config.max_draft_tokens if asked is None else asked, budget,
+                                                    sequence.max_new_tokens - sequence.num_generated - 1))
             if limit <= 0 or not sequence.backoff.wants_draft():
                 continue
             if self._draft is not None:

@@ -11,8 +11,9 @@ logits do not depend on its batch: `batch_invariance.py`; same sampler state, sa
 same token for token as without speculation, at any temperature and seed; only the speed changes. (For a
 deterministic proposal, keeping draft i iff the target samples it is the standard rejection rule.)
 
-`Backoff` keeps one sequence from paying for drafts that are never accepted: after a draft with nothing accepted,
-the sequence proposes nothing for 1, 2, 4, ... up to 16 steps; an accepted draft resets it.
+`Backoff` keeps one sequence from paying for drafts that are not accepted: the next draft is one token longer than
+the run the last one had accepted (twice as long after a fully accepted one), and after a draft with nothing
+accepted the sequence proposes nothing for 1, 2, 4, ... up to 16 steps; an accepted draft resets that.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 MAX_BACKOFF_STEPS = 16
+MAX_DRAFT_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class SpeculationConfig:
     max_draft_tokens: int = 4  # drafts verified per step at most (--draft-max); a request may ask for fewer
     # speculate only while at most this many sequences decode: beyond, the batch already keeps the cores busy
     max_sequences: int = 2
-    min_ngram: int = 1
+    min_ngram: int = 2  # a single token recurring says little about what follows it (bench/speculative.py)
     max_ngram: int = 3
 
     def __post_init__(self) -> None:
@@ -81,11 +83,18 @@ def verify(drafts: Sequence[int], sample_row: Callable[[int], int | None]) -> in
 
 
 class Backoff:
-    """One sequence's willingness to speculate."""
+    """One sequence's willingness to speculate: how many drafts it verifies next (after a partly accepted draft, one
+    more than were accepted; doubling while every draft is accepted), and steps without any after a draft with
+    nothing accepted (1, 2, 4, ... up to 16)."""
 
     def __init__(self) -> None:
         self._num_skips_left = 0
         self._penalty = 0
+        self._max_tokens = MAX_DRAFT_LENGTH
+
+    def max_tokens(self, limit: int) -> int:
+        """How many drafts to propose now, at most `limit`."""
+        return min(limit, self._max_tokens)
 
     def wants_draft(self) -> bool:
         """Whether to propose now (called once a step the sequence could speculate in)."""
@@ -100,5 +109,10 @@ class Backoff:
         if num_accepted == 0:
             self._penalty = min(max(1, 2 * self._penalty), MAX_BACKOFF_STEPS)
             self._num_skips_left = self._penalty
+            self._max_tokens = 1
+        elif num_accepted < num_drafted:
+            self._penalty = 0
+            self._max_tokens = num_accepted + 1
         else:
             self._penalty = 0
+            self._max_tokens = min(2 * num_drafted, MAX_DRAFT_LENGTH)
