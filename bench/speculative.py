@@ -5,7 +5,7 @@ Not a test. faisca's LlamaCppEngine in process (no HTTP), greedy, on two tasks:
   chat   an open question: little to copy (what speculation costs when it does not pay),
 on SmolLM2 135M Instruct (default; it follows the instruction, and its answers end by themselves) or Gemma 3 270M
 (`--model gemma3:270m`: a base model, which echoes the prompt and loops, so both tasks become copying),
-each without speculation, with prompt lookup at `--draft-max` 4 and 8, and with a draft model at 4: Gemma 3 270M
+each without speculation, with prompt lookup at `--draft-max` 4 and 8, and with a draft model at 4: the model
 drafting for itself (the only pair of one vocabulary here: no speed-up is possible, since the draft costs what the
 target does; it shows the machinery's cost at an acceptance near 100 %). Prints decode tok/s (first to last token), the speed-up,
 the acceptance rate (accepted / drafted tokens), and checks the text is the same.
