@@ -20,6 +20,11 @@ class Settings:
     max_num_seqs: int = 8  # sequences generating at once, per model
     max_queue: int = 64  # requests waiting beyond those, per model; more get 503 + Retry-After
     max_batch_tokens: int = 512  # tokens per llama_decode step (prompt chunks + one per decoding sequence)
+    # "ngram": prompt-lookup speculative decoding (--spec); "draft": a draft model's (--draft, --draft-gguf); None: off
+    speculation: str | None = None
+    draft_gguf: Path | None = None  # the draft model's weights, for the models named at start
+    max_draft_tokens: int = 4  # draft tokens verified per step at most (--draft-max)
+    max_speculating_seqs: int = 2  # speculate only while at most this many sequences run (--spec-max-seqs)
     api_keys: tuple[str, ...] = ()  # any of them opens every route but /health and GET /; none: no key needed
     enable_docs: bool = False  # /docs, /redoc, /openapi.json
     drain_timeout_s: float = 30.0  # on SIGTERM/SIGINT, how long requests in flight may take to finish

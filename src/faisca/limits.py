@@ -40,6 +40,7 @@ MAX_CHOICE_CHARS = 1024  # characters in one of them
 
 # LoRA: adapters one request mixes (llama-server's `lora`), and how far a scale may go either way.
 MAX_LORAS_PER_REQUEST = 16
+MAX_DRAFT_TOKENS = 64  # `speculative.n_max` of one request
 MAX_LORA_SCALE = 16.0
 
 # Integers, so that every one fits the types it reaches (C int for token counts and ids, 64 bits for seeds).

@@ -29,6 +29,25 @@ class _QueueCollector(Collector):
         yield waiting
 
 
+class _SpeculationCollector(Collector):
+    """Speculative decoding (`--spec`), per model: draft tokens verified and those accepted (vLLM's
+    `spec_decode_num_draft_tokens` / `spec_decode_num_accepted_tokens`); their ratio is the acceptance rate."""
+
+    def __init__(self, read_speculation: Callable[[], Mapping[str, tuple[int, int]]]) -> None:
+        self._read_speculation = read_speculation
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        drafted = CounterMetricFamily("faisca_spec_decode_draft_tokens", "Draft tokens verified by speculative "
+                                      "decoding", labels=["model"])
+        accepted = CounterMetricFamily("faisca_spec_decode_accepted_tokens", "Draft tokens the model agreed with "
+                                       "(each saves one decoding step)", labels=["model"])
+        for model, (num_drafted, num_accepted) in self._read_speculation().items():
+            drafted.add_metric([model], num_drafted)
+            accepted.add_metric([model], num_accepted)
+        yield drafted
+        yield accepted
+
+
 class _ReplicaCollector(Collector):
     """Per upstream replica (`faisca serve --upstream`): up or down, requests running on it, requests and errors."""
 
@@ -82,9 +101,11 @@ class _ResidentCollector(Collector):
 class Metrics:
     def __init__(self, read_queues: Callable[[], Mapping[str, tuple[int, int]]] = dict,
                  read_replicas: Callable[[], Sequence[ReplicaStats]] = list,
-                 read_residents: Callable[[], Sequence[ResidentState]] = list) -> None:
+                 read_residents: Callable[[], Sequence[ResidentState]] = list,
+                 read_speculation: Callable[[], Mapping[str, tuple[int, int]]] = dict) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_QueueCollector(read_queues))
+        self.registry.register(_SpeculationCollector(read_speculation))
         self.registry.register(_ReplicaCollector(read_replicas))
         self.registry.register(_ResidentCollector(read_residents))
         self.model_loads = Counter("faisca_model_loads", "Models loaded (at start or on a request)", ["model"],

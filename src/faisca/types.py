@@ -105,6 +105,9 @@ class SamplingParams:
     # None: no log-probabilities; k: each generated token's log-probability and the k likeliest tokens' at its
     # position (OpenAI's `logprobs: true` with `top_logprobs: k`).
     top_logprobs: int | None = None
+    # llama-server's `speculative.n_max`: draft tokens verified per step at most for this request (0: no
+    # speculation); None: the server's `--draft-max`. Never changes the text, only the speed.
+    max_draft_tokens: int | None = None
 
 
 @dataclass(frozen=True)

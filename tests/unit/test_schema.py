@@ -95,6 +95,7 @@ def with_additions(seed: dict[str, Any], *, tools: bool) -> dict[str, Any]:
                            "maxItems": MAX_STOP_TOKEN_IDS},
         "include_stop_str_in_output": {"type": "boolean", "default": False},
         "cache_salt": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "speculative.n_max": {"type": "integer", "minimum": 0, "maximum": 64},
         "lora": {
             "type": "array", "maxItems": MAX_LORAS_PER_REQUEST,
             "items": {"type": "object", "required": ["id", "scale"], "additionalProperties": False, "properties": {

@@ -62,7 +62,12 @@ def create_app(settings: Settings, registry: ModelRegistry, *, drain: Drain | No
         stats = {served.card.id: served.stats for served in registry.ready_models()}  # one snapshot each
         return {model: (stat.num_running, stat.num_waiting) for model, stat in stats.items()}
 
-    metrics = Metrics(queue_lengths, registry.replica_stats, registry.residents)
+    def speculation() -> dict[str, tuple[int, int]]:
+        stats = {served.card.id: served.stats for served in registry.ready_models()}
+        return {model: (stat.num_draft_tokens, stat.num_accepted_tokens) for model, stat in stats.items()
+                if stat.num_draft_tokens}
+
+    metrics = Metrics(queue_lengths, registry.replica_stats, registry.residents, speculation)
     registry.listener = metrics
     limits = AdmissionLimits(max_running=settings.max_num_seqs, max_waiting=settings.max_queue)
     image_limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,

@@ -24,6 +24,7 @@ from faisca.limits import (
     MAX_GRAMMAR_CHARS,
     MAX_INT32,
     MAX_LORA_SCALE,
+    MAX_DRAFT_TOKENS,
     MAX_LORAS_PER_REQUEST,
     MAX_LOGIT_BIAS_ENTRIES,
     MAX_MESSAGES,
@@ -99,6 +100,9 @@ def _properties(card: ModelCard) -> Schema:
             "maxProperties": MAX_LOGIT_BIAS_ENTRIES,
         },
         "structured_outputs": _structured_outputs(),
+        # llama-server's: draft tokens speculative decoding verifies per step at most for this request (0: none);
+        # the server's --draft-max when absent. It changes the speed only, never the text.
+        "speculative.n_max": {"type": "integer", "minimum": 0, "maximum": MAX_DRAFT_TOKENS},
         # llama-server's: the LoRA adapters to apply and their scales (ids as in GET /lora-adapters); those not
         # listed are off
         "lora": {

@@ -168,6 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: %(default)s)")
     serve.add_argument("--max-batch-tokens", type=_count(1), default=512, metavar="TOKENS",
                        help="tokens per decoding step: long prompts are fed in chunks of this (default: %(default)s)")
+    serve.add_argument("--spec", choices=["ngram", "draft"], default=None,
+                       help="speculative decoding: `ngram` proposes draft tokens by prompt lookup (copies of what "
+                            "the prompt and the text so far hold), `draft` by a draft model (--draft), verified in "
+                            "one step; the text stays the same, only the speed changes (default: off)")
+    serve.add_argument("--draft", default=None, metavar="MODEL",
+                       help="speculative decoding with this catalog model as the draft (e.g. gemma3:270m), for the "
+                            "models named at start; it must share their vocabulary")
+    serve.add_argument("--draft-gguf", type=Path, default=None, metavar="FILE",
+                       help="as --draft, the draft model's GGUF file")
+    serve.add_argument("--draft-max", type=_count(1), default=4, metavar="N",
+                       help="with --spec: draft tokens verified per step at most (default: %(default)s)")
+    serve.add_argument("--spec-max-seqs", type=_count(1), default=2, metavar="N",
+                       help="with --spec: speculate only while at most N sequences run; a larger batch keeps "
+                            "the cores busy already (default: %(default)s)")
     serve.add_argument("--kv-cache-tokens", type=_count(1), default=None, metavar="TOKENS",
                        help="KV cache per model, shared by its sequences (default: --ctx-size)")
     serve.add_argument("--api-key", default=None, metavar="KEY",
@@ -327,6 +341,30 @@ def _exit_at_start(message: str) -> None:
     os._exit(2)  # from the loading task, with the server already listening: no clean way out is worth more
 
 
+def _speculation(args: argparse.Namespace, catalog: Catalog, model_ids: list[str]) -> tuple[str | None, Path | None]:
+    """(--spec, the draft's GGUF) from --spec, --draft and --draft-gguf; a draft whose vocabulary differs from a
+    model named at start is one clear error here."""
+    from faisca.engine.draft import check_draft
+    from faisca.engine.weights import resolve_gguf
+
+    if args.draft is not None and args.draft_gguf is not None:
+        raise FaiscaError("--draft and --draft-gguf: give one")
+    draft_gguf = resolve_gguf(catalog.resolve(args.draft)) if args.draft is not None else args.draft_gguf
+    if draft_gguf is None:
+        if args.spec == "draft":
+            raise FaiscaError("--spec draft needs --draft MODEL or --draft-gguf FILE")
+        return args.spec, None
+    if args.spec == "ngram":
+        raise FaiscaError("--spec ngram takes no draft model (--draft, --draft-gguf)")
+    if not draft_gguf.is_file():
+        raise FaiscaError(f"--draft-gguf {draft_gguf}: not a file")
+    for model_id in dict.fromkeys(model_ids or (DEFAULT_MODEL_ID,)):
+        card = catalog.resolve(model_id)
+        if card.runtime.engine == "llama_cpp":
+            check_draft(resolve_gguf(card), draft_gguf)
+    return "draft", draft_gguf
+
+
 def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
     from faisca.api.app import create_app
     from faisca.api.drain import Drain
@@ -369,10 +407,13 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
             raise FaiscaError(f"--lora: the model `{catalog.resolve(local[0]).id}` takes no LoRA adapters "
                               f"(its card says lora = false)") from exc
         model_ids.append(local[0])  # loaded at start, so that an adapter that does not fit is caught there
+    speculation, draft_gguf = _speculation(args, catalog, model_ids)
     settings = Settings(
         host=args.host, port=args.port, model_ids=tuple(dict.fromkeys(catalog.resolve(m).id for m in model_ids)),
         num_threads=args.threads, max_context_tokens=args.ctx_size, kv_cache_tokens=args.kv_cache_tokens,
         max_num_seqs=args.max_num_seqs, max_queue=args.max_queue, max_batch_tokens=args.max_batch_tokens,
+        speculation=speculation, draft_gguf=draft_gguf, max_draft_tokens=args.draft_max,
+        max_speculating_seqs=args.spec_max_seqs,
         api_keys=api_keys, enable_docs=args.enable_docs, drain_timeout_s=args.drain_timeout,
         max_loras=args.max_loras, lora_dirs=tuple(args.lora_dir),
         max_image_pixels=args.max_image_pixels, max_image_bytes=args.max_image_bytes,

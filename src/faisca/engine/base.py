@@ -82,6 +82,8 @@ EngineEvent: TypeAlias = PromptAccepted | TokenOut
 class EngineStats:
     num_running: int
     num_waiting: int
+    num_draft_tokens: int = 0  # speculative decoding: draft tokens verified, since the engine started
+    num_accepted_tokens: int = 0  # and those the target agreed with
 
 
 @dataclass(frozen=True)

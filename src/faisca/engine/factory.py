@@ -5,6 +5,7 @@ from __future__ import annotations
 from faisca.catalog import ModelCard
 from faisca.config import Settings
 from faisca.engine.base import Engine
+from faisca.engine.speculative import SpeculationConfig
 from faisca.fleet import Fleet
 from faisca.engine.weights import resolve_gguf, resolve_projector
 from faisca.lifecycle import KvCacheLayout, estimate_memory
@@ -31,10 +32,21 @@ def engine_loader(settings: Settings, *, num_threads: int) -> EngineLoader:
                     kv_cache_tokens=settings.kv_cache_tokens,
                     projector_path=resolve_projector(card),
                     max_loras=settings.max_loras,
+                    # the draft (its vocabulary checked at start) drafts for the models named at start only
+                    speculation=speculation_config(settings) if (
+                        settings.speculation != "draft" or card.id in settings.model_ids) else None,
+                    draft_path=settings.draft_gguf,
                 )
         raise AssertionError(f"unknown engine {card.runtime.engine!r}")
 
     return load
+
+
+def speculation_config(settings: Settings) -> SpeculationConfig | None:
+    if settings.speculation is None:
+        return None
+    return SpeculationConfig(method=settings.speculation, max_draft_tokens=settings.max_draft_tokens,  # type: ignore[arg-type]
+                             max_sequences=settings.max_speculating_seqs)
 
 
 def kv_cache_tokens_for(card: ModelCard, settings: Settings) -> int:

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -44,6 +44,7 @@ from faisca.engine.base import (
     EngineEvent, EnginePrompt, EngineStats, LoraInfo, LoraSet, ModelTokens, PromptAccepted, PromptImage, TokenOut,
 )
 from faisca.engine.batch_invariance import make_batch_invariant
+from faisca.engine.draft import DraftModel
 from faisca.engine.constraint import ConstraintCompiler, TokenConstraint
 from faisca.engine.embeddings import Embedder, EmbeddingJob, pooling_for, take_batch
 from faisca.engine.kv_cache import CacheKey, PrefixCache
@@ -51,6 +52,7 @@ from faisca.engine.lora import AdapterTable, NoRoomForAdapter
 from faisca.engine.logprobs import token_logprobs
 from faisca.engine.native_log import NativeLog
 from faisca.engine.sampling import TokenSampler
+from faisca.engine.speculative import Backoff, SpeculationConfig, propose_ngram, verify
 from faisca.engine.tokenizer import PromptTokenizer
 from faisca.engine.vision import VisionEncoder
 from faisca.errors import EngineError, InvalidRequest, Overloaded
@@ -132,6 +134,7 @@ class _Sequence:
     slot: int = -1
     num_computed: int = 0  # tokens whose KV is in the cache
     was_started: bool = False
+    backoff: Backoff = field(default_factory=Backoff)  # speculative decoding's, for this sequence
 
     @property
     def num_generated(self) -> int:
@@ -176,7 +179,8 @@ def _send_to_loop(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[object]
 class LlamaCppEngine:
     def __init__(self, model: object, context: object, *, name: str, max_context_tokens: int,
                  scheduler: SchedulerConfig, vision: VisionEncoder | None = None, max_loras: int = 8,
-                 num_threads: int = 1) -> None:
+                 num_threads: int = 1, speculation: SpeculationConfig | None = None,
+                 draft: DraftModel | None = None) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
@@ -218,6 +222,10 @@ class LlamaCppEngine:
         self._group_served_at: dict[LoraSet, int] = {}  # adapter set -> the step it last ran in
         self._num_steps = 0
         self._fed_last_step = False
+        self._speculation = speculation
+        self._draft = draft  # the draft model, with speculation by "draft"
+        self._num_draft_tokens = 0  # read by other threads (ints: atomic under the GIL)
+        self._num_accepted_tokens = 0
         # After a preemption, no more sequences run than did then, until one finishes (else the preempted one
         # would be let in again at once, and preempted again).
         self._max_running_under_pressure: int | None = None
@@ -238,6 +246,8 @@ class LlamaCppEngine:
         kv_cache_tokens: int | None = None,
         projector_path: Path | None = None,
         max_loras: int = 8,
+        speculation: SpeculationConfig | None = None,
+        draft_path: Path | None = None,
     ) -> LlamaCppEngine:
         """Load the weights and make the context (blocking: call it off the event loop)."""
         import llama_cpp
@@ -279,8 +289,25 @@ class LlamaCppEngine:
             logger.info("%s reads images through the projector %s", name, projector_path)
         logger.info("loaded %s in %.1f s", name, time.monotonic() - started_s)
         scheduler = SchedulerConfig(max_num_seqs=max_num_seqs, max_batch_tokens=max_batch_tokens)
+        draft = None
+        if speculation is not None and speculation.method == "draft":
+            if draft_path is None:
+                raise EngineError("speculation by a draft model needs the draft's GGUF")
+            try:
+                draft = DraftModel.load(draft_path, kv_cache_tokens=kv_cache_tokens, max_num_seqs=max_num_seqs,
+                                        max_batch_tokens=max_batch_tokens, num_threads=num_threads)
+            except BaseException:
+                if vision is not None:
+                    vision.close()
+                context.close()
+                model.close()
+                raise
+            logger.info("%s drafts with %s", name, draft_path)
+        if speculation is not None:
+            logger.info("%s speculates (%s), up to %d draft tokens a step, while at most %d sequences run",
+                        name, speculation.method, speculation.max_draft_tokens, speculation.max_sequences)
         return cls(model, context, name=name, max_context_tokens=max_context_tokens, scheduler=scheduler, vision=vision,
-                   max_loras=max_loras, num_threads=num_threads)
+                   max_loras=max_loras, num_threads=num_threads, speculation=speculation, draft=draft)
 
     # --- the Engine interface (event-loop side)
 
@@ -307,7 +334,7 @@ class LlamaCppEngine:
     @property
     def stats(self) -> EngineStats:
         # read from another thread: len() of a dict or deque is atomic under the GIL
-        return EngineStats(len(self._running), len(self._waiting))
+        return EngineStats(len(self._running), len(self._waiting), self._num_draft_tokens, self._num_accepted_tokens)
 
     @property
     def is_alive(self) -> bool:
@@ -480,6 +507,8 @@ class LlamaCppEngine:
         self._adapters.close()
         if self._vision is not None:
             self._vision.close()
+        if self._draft is not None:
+            self._draft.close()
         self._context.close()  # type: ignore[attr-defined]
         self._model.close()  # type: ignore[attr-defined]
 
@@ -632,7 +661,10 @@ class LlamaCppEngine:
         batch = self._batch
         num_tokens = 0
         to_sample: list[tuple[_Sequence, int, int]] = []  # (sequence, batch row with logits, tokens fed)
+        speculating, drafts = self._pick_speculation(text_chunks, budget=config.max_batch_tokens - plan.num_tokens)
         for sequence, num_planned in text_chunks:
+            if sequence is speculating:
+                continue  # its rows go last (see `_pick_speculation`)
             start = sequence.num_computed
             # a reused prefix may have shrunk what is left; an image ends the run
             num_fed = sequence.text_end(start, min(start + num_planned, len(sequence.tokens))) - start
@@ -644,6 +676,16 @@ class LlamaCppEngine:
                 batch.logits[num_tokens] = position == len(sequence.tokens) - 1
                 num_tokens += 1
             to_sample.append((sequence, num_tokens - 1, num_fed))
+        if speculating is not None:
+            first_row = num_tokens
+            start = sequence_start = speculating.num_computed
+            for position, token in enumerate([speculating.tokens[start], *drafts], start=sequence_start):
+                batch.token[num_tokens] = token
+                batch.pos[num_tokens] = position
+                batch.n_seq_id[num_tokens] = 1
+                batch.seq_id[num_tokens][0] = speculating.slot
+                batch.logits[num_tokens] = True
+                num_tokens += 1
         if num_tokens == 0:  # images only, or nothing: this group's sequences wait for their images' encoding
             # another adapter set may have work: its turn comes at once, unless the last step fed nothing either
             # (then every set waits, and the loop sleeps until an encoding wakes it)
@@ -661,7 +703,58 @@ class LlamaCppEngine:
             sequence.num_computed += num_fed
             if sequence.num_computed == len(sequence.tokens):
                 self._sample(sequence, row)
+        if speculating is not None:
+            self._verify(speculating, first_row, drafts)
         return True
+
+    def _pick_speculation(self, chunks: list[tuple[_Sequence, int]], *, budget: int) -> tuple[_Sequence | None, list[int]]:
+        """The sequence that speculates this step, and its drafts; (None, []) when none does. At most one a step, and
+        its rows go last in the batch: the KV cells of its rejected drafts are then the last ones taken, and freeing
+        them leaves no hole before any sequence's later tokens (attention visits a sequence's cells in cell order, so
+        a later token placed before an earlier one would round differently: README "Reproducibility"). Only while
+        few sequences decode, within what the step's token budget leaves after the plan."""
+        config = self._speculation
+        if config is None or budget <= 0:
+            return None, []
+        decoding = [sequence for sequence, _ in chunks if sequence.num_computed == len(sequence.tokens) - 1]
+        if len(decoding) > config.max_sequences or len(self._running) > config.max_sequences:
+            return None, []
+        for sequence in decoding:
+            asked = sequence.sampler.params.max_draft_tokens
+            limit = sequence.backoff.max_tokens(min(config.max_draft_tokens if asked is None else asked, budget,
+                                                    sequence.max_new_tokens - sequence.num_generated - 1))
+            if limit <= 0 or not sequence.backoff.wants_draft():
+                continue
+            if self._draft is not None:
+                if sequence.images:  # the draft model reads no images
+                    continue
+                try:
+                    drafts = self._draft.propose(sequence.slot, sequence.tokens, limit, key=sequence.cache_key)
+                except EngineError:  # drafts only ever change the speed: the step goes on without them
+                    logger.exception("the draft model failed; drafting goes on at the next proposal")
+                    drafts = []
+            else:
+                drafts = propose_ngram(sequence.tokens, max_tokens=limit, min_ngram=config.min_ngram,
+                                       max_ngram=config.max_ngram)
+            if drafts:
+                return sequence, drafts
+        return None, []
+
+    def _verify(self, sequence: _Sequence, first_row: int, drafts: list[int]) -> None:
+        """Sample the speculating sequence's rows in order (`speculative.verify`), each as a single-token step would,
+        then drop the KV of the drafts not kept."""
+
+        def sample_row(row: int) -> int | None:
+            sequence.num_computed = len(sequence.tokens)  # the KV up to this row's input is the sequence's own
+            self._sample(sequence, first_row + row)
+            return sequence.tokens[-1] if sequence.request_id in self._running else None
+
+        num_accepted = verify(drafts, sample_row)
+        sequence.backoff.record(len(drafts), num_accepted)
+        self._num_draft_tokens += len(drafts)
+        self._num_accepted_tokens += num_accepted
+        if not self._lib.llama_memory_seq_rm(self._memory, sequence.slot, sequence.num_computed, -1):
+            raise EngineError("llama.cpp cannot drop rejected draft tokens from this model's KV cache")
 
     def _sample(self, sequence: _Sequence, row: int) -> None:
         """Pick and hand out the sequence's next token from batch row `row`. What fails here (its sampler, its

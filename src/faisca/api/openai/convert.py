@@ -63,7 +63,7 @@ KNOWN_FIELDS = frozenset(
         "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty",
         "stop", "seed", "user", "logit_bias", "tools", "tool_choice", "parallel_tool_calls", "response_format",
         "logprobs", "top_logprobs", "prompt_logprobs", "ignore_eos", "min_tokens", "stop_token_ids",
-        "include_stop_str_in_output", "cache_salt", "lora", "structured_outputs", "keep_alive",
+        "include_stop_str_in_output", "cache_salt", "lora", "structured_outputs", "keep_alive", "speculative.n_max",
     }
 )
 
@@ -273,6 +273,7 @@ def sampling_from_wire(body: Mapping[str, Any], *, top_logprobs: int | None,
         stop_token_ids=tuple(int(token) for token in _or_default(body, "stop_token_ids", ())),
         ignore_eos=_or_default(body, "ignore_eos", False),
         min_tokens=int_or_default(body, "min_tokens", 0) or 0,
+        max_draft_tokens=int_or_default(body, "speculative.n_max", None),
     )
     if sampling.max_tokens is not None and sampling.min_tokens > sampling.max_tokens:
         raise InvalidRequest(f"min_tokens ({sampling.min_tokens}) is more than max_tokens ({sampling.max_tokens}).",
