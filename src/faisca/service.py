@@ -7,6 +7,7 @@ status code) and returns the event stream; the non-streaming answer is `fold_cha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -159,43 +160,47 @@ class ChatService:
         await self._images.aclose()
         self._preparing.shutdown(wait=False, cancel_futures=True)
 
-    def local_model(self, name: str | None) -> ServedModel:
-        """A model whose weights run here: the one `name` resolves to, else the only one served (llama-server's
-        routes name no model); InvalidRequest for a model served upstream."""
+    @contextlib.asynccontextmanager
+    async def local_model(self, name: str | None) -> AsyncIterator[ServedModel]:
+        """A model whose weights run here, held (loaded first if it is not in memory) for the block: the one `name`
+        resolves to, else the only one in memory (llama-server's routes name no model); InvalidRequest for a model
+        served upstream or a LoRA adapter."""
         if name is None:
             local = [served for served in self.registry.ready_models() if isinstance(served, ServedModel)]
             if len(local) != 1:
                 raise InvalidRequest("model: name the model (several are served here)" if local else
-                                     "model: no model runs here yet", param="model")
-            return local[0]
-        card, adapter = self.resolve_model(name)
-        served = self.registry.get(card)
-        if isinstance(served, RemoteModel):
-            raise UnsupportedCapability(f"The model `{card.id}` is served upstream: embeddings and tokenizing are not "
-                                        "available for upstream models.", param="model")
-        if adapter is not None:
-            raise UnsupportedCapability(f"`{adapter}` is a LoRA adapter: embeddings and tokens come from its base "
-                                        f"model, `{card.id}`.", param="model")
-        return served
+                                     "model: no model runs here yet; name one", param="model")
+            card = local[0].card
+        else:
+            card, adapter = self.resolve_model(name)
+            if adapter is not None:
+                raise UnsupportedCapability(f"`{adapter}` is a LoRA adapter: embeddings and tokens come from its base "
+                                            f"model, `{card.id}`.", param="model")
+        ticket = self._admission(card).enter()
+        try:
+            lease = await self.registry.acquire(card)
+            ticket.tie(lease.release)
+            if isinstance(lease.served, RemoteModel):
+                raise UnsupportedCapability(f"The model `{card.id}` is served upstream: embeddings and tokenizing are "
+                                            "not available for upstream models.", param="model")
+            yield lease.served
+        finally:
+            ticket.release()
 
     async def in_worker(self, work: Callable[[], T]) -> T:
         """`work` on a preparing thread: tokenizing and detokenizing grow with the request."""
         return await asyncio.get_running_loop().run_in_executor(self._preparing, work)
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
-        served = self.local_model(request.model_id)
-        engine = served.engine
-        dimensions = output_dimensions(served.card, engine.embedding_dimensions, request.dimensions)
         if len(request.inputs) == 0:
             raise InvalidRequest(f"{request.param}: no inputs; give a text or a list of them.", param=request.param)
-        ticket = self._admission(served.card).enter()
-        try:
+        async with self.local_model(request.model_id) as served:
+            engine = served.engine
+            dimensions = output_dimensions(served.card, engine.embedding_dimensions, request.dimensions)
             tokenize = functools.partial(engine.tokenize, add_special=True, parse_special=False)
             inputs = await self.in_worker(lambda: input_tokens(
                 request, tokenize, vocab_size=engine.vocab_size, max_tokens=engine.max_embedding_tokens))
             vectors = await engine.embed(inputs)
-        finally:
-            ticket.release()
         num_tokens = sum(len(tokens) for tokens in inputs)
         self.metrics.prompt_tokens.labels(served.card.id).inc(num_tokens)
         return Embeddings(shortened(vectors, dimensions), num_tokens)

@@ -115,6 +115,10 @@ def test_models_load_on_first_request_and_leave_when_idle(tmp_path: Path, smollm
         ollama_client.generate(model="gemma3:270m", prompt="", keep_alive=-1)
         time.sleep(3)
         assert datetime.fromisoformat(loaded(http)["gemma3:270m"]["expires_at"].replace("Z", "+00:00")).year > 2200
+        # embeddings and tokens load their model too (smollm2 left when idle above)
+        assert http.post("/v1/embeddings", json={"model": "smollm2", "input": "hi"}).status_code == 200
+        assert http.post("/tokenize", json={"model": "smollm2", "content": "hi"}).json()["tokens"]
+        assert "smollm2:135m" in loaded(http)
 
 
 def test_a_budget_of_one_model_swaps_them_and_never_evicts_one_streaming(tmp_path: Path) -> None:

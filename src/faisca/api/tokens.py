@@ -35,7 +35,6 @@ def build_router(service: ChatService, settings: Settings) -> APIRouter:
     @router.post("/tokenize", openapi_extra=request_body(tokenize_schema(), model_ids=None))
     async def tokenize(request: Request) -> dict[str, Any]:
         body = await read_request(request, max_bytes=settings.max_body_bytes, parse=checked(tokenize_validator))
-        engine = service.local_model(body.get("model")).engine
         if "content" in body:  # llama-server's
             add_special, parse_special = body.get("add_special") is True, body.get("parse_special") is not False
             text = body["content"]
@@ -48,7 +47,9 @@ def build_router(service: ChatService, settings: Settings) -> APIRouter:
             tokens = engine.tokenize(text, add_special=add_special, parse_special=parse_special)
             return tokens, [engine.token_piece(token) for token in tokens] if with_pieces else None
 
-        tokens, pieces = await service.in_worker(work)
+        async with service.local_model(body.get("model")) as served:
+            engine = served.engine
+            tokens, pieces = await service.in_worker(work)
         if "content" in body:
             if pieces is None:
                 return {"tokens": tokens}
@@ -59,8 +60,7 @@ def build_router(service: ChatService, settings: Settings) -> APIRouter:
     @router.post("/detokenize", openapi_extra=request_body(detokenize_schema(), model_ids=None))
     async def detokenize(request: Request) -> dict[str, str]:
         body = await read_request(request, max_bytes=settings.max_body_bytes, parse=checked(detokenize_validator))
-        engine = service.local_model(body.get("model")).engine
-        tokens = body["tokens"]
+        tokens = [int(token) for token in body["tokens"]]  # the schema's integers: 2.0 is one to JSON Schema
 
         def work() -> str:
             if (bad := next((token for token in tokens if token >= engine.vocab_size), None)) is not None:
@@ -68,7 +68,9 @@ def build_router(service: ChatService, settings: Settings) -> APIRouter:
                                      param="tokens")
             return engine.detokenize(tokens)
 
-        text = await service.in_worker(work)
+        async with service.local_model(body.get("model")) as served:
+            engine = served.engine
+            text = await service.in_worker(work)
         return {"content": text, "prompt": text}
 
     return router
