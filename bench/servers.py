@@ -41,9 +41,9 @@ def running(command: list[str], ready_url: str, *, timeout_s: float = 180) -> It
 
 
 def faisca_command(port: int, *, threads: int, context_tokens: int) -> list[str]:
-    """`faisca serve` on the embedded default model."""
-    return [sys.executable, "-m", "faisca.cli.main", "serve", "--port", str(port), "--threads", str(threads),
-            "--ctx-size", str(context_tokens)]
+    """`faisca serve` on the embedded default model, loaded at start (pinned: no first request pays the load)."""
+    return [sys.executable, "-m", "faisca.cli.main", "serve", "--model", "gemma3:270m", "--port", str(port),
+            "--threads", str(threads), "--ctx-size", str(context_tokens)]
 
 
 def llama_cpp_server_command(gguf: Path, port: int, *, threads: int, context_tokens: int) -> list[str]:

@@ -141,8 +141,8 @@ def main() -> None:
 
     port = free_port()
     faisca = bench_server(
-        "faisca", [sys.executable, "-m", "faisca.cli.main", "serve", "--port", str(port), "--threads", str(args.threads),
-                   "--ctx-size", str(CONTEXT_TOKENS), "--max-num-seqs", str(max(levels))],
+        "faisca", [sys.executable, "-m", "faisca.cli.main", "serve", "--model", "gemma3:270m", "--port", str(port),
+                   "--threads", str(args.threads), "--ctx-size", str(CONTEXT_TOKENS), "--max-num-seqs", str(max(levels))],
         "/health", "gemma3:270m", port, prompts, levels, args.requests)
     others: dict[str, dict[int, dict[str, float]]] = {}
     if args.llama_server:
