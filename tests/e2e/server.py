@@ -16,6 +16,10 @@ import threading
 
 import httpx
 
+from faisca.catalog import Catalog
+from faisca.engine.weights import resolve_gguf
+from tests.projector import write_tiny_gemma3_projector
+
 GEMMA = "google-gemma-3-270m"
 SMOLLM2 = "huggingfacetb-smollm2-135m-instruct"
 CONTEXT_TOKENS = 2048
@@ -72,6 +76,14 @@ class RunningServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self._log.close()
+
+
+def vision_args(directory: Path, name: str) -> tuple[str, ...]:
+    """`faisca serve` arguments for the embedded Gemma 3 270M reading images through a tiny random projector (written
+    into `directory`), served as `name`."""
+    projector = write_tiny_gemma3_projector(directory / "mmproj-tiny-gemma3.gguf")
+    gguf = resolve_gguf(Catalog.from_dirs().resolve("gemma3:270m"))
+    return "--gguf", str(gguf), "--mmproj", str(projector), "--name", name
 
 
 @contextmanager

@@ -18,11 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from faisca.catalog import Catalog
-from faisca.engine.weights import resolve_gguf
-from tests.e2e.server import GEMMA, SCREENSHOTS, SMOLLM2, RunningServer, serving
+from tests.e2e.server import GEMMA, SCREENSHOTS, SMOLLM2, RunningServer, serving, vision_args
 from tests.pictures import png
-from tests.projector import TOKENS_PER_IMAGE, write_tiny_gemma3_projector
+from tests.projector import TOKENS_PER_IMAGE
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (scripts/install test)")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -224,10 +222,7 @@ def test_on_a_phone_the_drawers_fold_away_and_nothing_overflows(phone: object, s
 @pytest.fixture(scope="module")
 def vision_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     directory = tmp_path_factory.mktemp("page-vision")
-    projector = write_tiny_gemma3_projector(directory / "mmproj-tiny-gemma3.gguf")
-    gguf = resolve_gguf(Catalog.from_dirs().resolve("gemma3:270m"))
-    with serving(directory, "--gguf", str(gguf), "--mmproj", str(projector), "--name", VISION,
-                 "--ctx-size", "2048", "--max-num-seqs", "2", "--api-key", VISION_KEY) as running:
+    with serving(directory, *vision_args(directory, VISION), "--ctx-size", "2048", "--max-num-seqs", "2", "--api-key", VISION_KEY) as running:
         yield running
 
 

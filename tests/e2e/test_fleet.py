@@ -31,9 +31,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from faisca import AI
 from faisca.catalog import Catalog
 from faisca.engine.weights import resolve_gguf
-from tests.e2e.server import FAISCA_SERVE, GEMMA, RunningServer, free_port, serving, serving_all
+from tests.e2e.server import FAISCA_SERVE, GEMMA, RunningServer, free_port, serving, serving_all, vision_args
 from tests.pictures import png
-from tests.projector import TOKENS_PER_IMAGE, write_tiny_gemma3_projector
+from tests.projector import TOKENS_PER_IMAGE
 
 pytestmark = pytest.mark.e2e
 
@@ -128,11 +128,8 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     directory = tmp_path_factory.mktemp("fleet")
-    projector = write_tiny_gemma3_projector(directory / "mmproj-tiny-gemma3.gguf")
-    gguf = resolve_gguf(Catalog.from_dirs().resolve("gemma3:270m"))
-    vision_args = ("--gguf", str(gguf), "--mmproj", str(projector), "--name", VISION_NAME, "--threads", "1",
-                   "--ctx-size", "2048")
-    with serving_all(directory, REPLICA, REPLICA, REPLICA, vision_args) as (*replicas, vision):
+    vision_replica = (*vision_args(directory, VISION_NAME), "--threads", "1", "--ctx-size", "2048")
+    with serving_all(directory, REPLICA, REPLICA, REPLICA, vision_replica) as (*replicas, vision):
         cards = directory / "cards"
         cards.mkdir()
         (cards / "gemma3-vision.toml").write_text(VISION_CARD.format(url=upstream_url(vision), served_name=VISION_NAME))

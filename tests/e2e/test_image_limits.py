@@ -20,11 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from faisca.catalog import Catalog
-from faisca.engine.weights import resolve_gguf
-from tests.e2e.server import RunningServer, serving, serving_http
+from tests.e2e.server import RunningServer, serving, serving_http, vision_args
 from tests.pictures import png
-from tests.projector import write_tiny_gemma3_projector
 
 MODEL = "gemma3-vision"
 IMAGE_HOST = "127.0.0.2"
@@ -85,9 +82,7 @@ def image_host() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     directory = tmp_path_factory.mktemp("image-limits")
-    projector = write_tiny_gemma3_projector(directory / "mmproj-tiny-gemma3.gguf")
-    gguf = resolve_gguf(Catalog.from_dirs().resolve("gemma3:270m"))
-    with serving(directory, "--gguf", str(gguf), "--mmproj", str(projector), "--name", MODEL, "--ctx-size", "2048",
+    with serving(directory, *vision_args(directory, MODEL), "--ctx-size", "2048",
                  "--allow-image-network", f"{IMAGE_HOST}/32", "--max-images-per-request", str(MAX_IMAGES),
                  "--max-num-seqs", "1", "--max-queue", "0") as running:  # admits one request at a time
         yield running

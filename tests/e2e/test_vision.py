@@ -23,11 +23,9 @@ import openai
 import pytest
 from PIL import Image
 
-from faisca.catalog import Catalog
-from faisca.engine.weights import resolve_gguf
-from tests.e2e.server import RunningServer, serving, serving_http
+from tests.e2e.server import RunningServer, serving, serving_http, vision_args
 from tests.pictures import png, png_claiming
-from tests.projector import TOKENS_PER_IMAGE, write_tiny_gemma3_projector
+from tests.projector import TOKENS_PER_IMAGE
 
 MODEL = "gemma3-vision"
 # Gemma 3 wraps each image in <start_of_image> … <end_of_image>: two text tokens beside the image's own.
@@ -38,11 +36,9 @@ GREEDY = {"temperature": 0, "max_tokens": 6}
 @pytest.fixture(scope="module")
 def vision_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     directory = tmp_path_factory.mktemp("vision")
-    projector = write_tiny_gemma3_projector(directory / "mmproj-tiny-gemma3.gguf")
-    assert projector.stat().st_size < 1024 * 1024
-    gguf = resolve_gguf(Catalog.from_dirs().resolve("gemma3:270m"))
-    with serving(directory, "--gguf", str(gguf), "--mmproj", str(projector), "--name", MODEL,
-                 "--ctx-size", "2048", "--max-num-seqs", "4", "--allow-image-network", f"{IMAGE_HOST}/32") as running:
+    args = vision_args(directory, MODEL)
+    assert Path(args[args.index("--mmproj") + 1]).stat().st_size < 1024 * 1024
+    with serving(directory, *args, "--ctx-size", "2048", "--max-num-seqs", "4", "--allow-image-network", f"{IMAGE_HOST}/32") as running:
         yield running
 
 
@@ -245,10 +241,7 @@ def test_the_context_check_counts_image_tokens(client: openai.OpenAI) -> None:
 @pytest.fixture(scope="module")
 def small_kv_vision_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     directory = tmp_path_factory.mktemp("vision-small-kv")
-    projector = write_tiny_gemma3_projector(directory / "mmproj.gguf")
-    gguf = resolve_gguf(Catalog.from_dirs().resolve("gemma3:270m"))
-    with serving(directory, "--gguf", str(gguf), "--mmproj", str(projector), "--name", MODEL,
-                 "--max-num-seqs", "3", "--ctx-size", "384", "--kv-cache-tokens", "384") as running:
+    with serving(directory, *vision_args(directory, MODEL), "--max-num-seqs", "3", "--ctx-size", "384", "--kv-cache-tokens", "384") as running:
         yield running
 
 

@@ -40,10 +40,9 @@ class UpstreamCall:
     grammar_required: bool = False  # the client's own: a server that takes none refuses the request
 
 
-def _sampling_fields(sampling: SamplingParams) -> dict[str, Any]:
-    defaults = SamplingParams()
-    fields: dict[str, Any] = {"temperature": sampling.temperature, "top_p": sampling.top_p}
-    optional = {
+def _vllm_fields(sampling: SamplingParams) -> dict[str, Any]:
+    """The sampling fields beyond OpenAI's two, under their wire names (vLLM's where OpenAI has none)."""
+    return {
         "top_k": sampling.top_k, "min_p": sampling.min_p, "presence_penalty": sampling.presence_penalty,
         "frequency_penalty": sampling.frequency_penalty, "repetition_penalty": sampling.repeat_penalty,
         "seed": sampling.seed, "max_tokens": sampling.max_tokens, "stop": list(sampling.stop),
@@ -52,14 +51,15 @@ def _sampling_fields(sampling: SamplingParams) -> dict[str, Any]:
         "min_tokens": sampling.min_tokens,
         "logit_bias": {str(token): bias for token, bias in sampling.logit_bias},
     }
-    default_values = {
-        "top_k": defaults.top_k, "min_p": defaults.min_p, "presence_penalty": 0.0, "frequency_penalty": 0.0,
-        "repetition_penalty": defaults.repeat_penalty, "seed": None, "max_tokens": None, "stop": [],
-        "include_stop_str_in_output": False, "stop_token_ids": [], "ignore_eos": False, "min_tokens": 0,
-        "logit_bias": {},
-    }
-    fields.update({name: value for name, value in optional.items() if value != default_values[name]})
-    return fields
+
+
+_DEFAULT_FIELDS = _vllm_fields(SamplingParams())
+
+
+def _sampling_fields(sampling: SamplingParams) -> dict[str, Any]:
+    """Temperature and top_p always; the others only where the request sets them off their defaults."""
+    fields = {name: value for name, value in _vllm_fields(sampling).items() if value != _DEFAULT_FIELDS[name]}
+    return {"temperature": sampling.temperature, "top_p": sampling.top_p, **fields}
 
 
 def _message_body(message: Message) -> dict[str, Any]:
