@@ -376,7 +376,8 @@ class ChatService:
         self.metrics.prompt_tokens.labels(model).inc(prompt.num_tokens)
         self.metrics.generation_tokens.labels(model).inc(tally.num_completion_tokens)
         conversation = prompt.tokens + tuple(tally.answer_tokens)
-        yield ChatEnd(Usage(prompt.num_tokens, tally.num_completion_tokens, tally.num_cached_tokens),
+        yield ChatEnd(Usage(prompt.num_tokens, tally.num_completion_tokens, tally.num_cached_tokens,
+                            drafted_tokens=tally.num_drafted, accepted_draft_tokens=tally.num_accepted_drafts),
                       tokens=None if prompt.images else conversation)
 
     async def _choice_events(
@@ -410,6 +411,8 @@ class ChatService:
                 last_token_at_s = now_s
                 num_choice_tokens += 1
                 tally.num_completion_tokens += 1
+                tally.num_drafted += event.num_drafted
+                tally.num_accepted_drafts += event.is_accepted_draft
                 if choice_index == 0 and not (event.is_end and not event.text):  # the end token is no content
                     tally.answer_tokens.append(event.token_id)
                 if event.logprobs is not None:
@@ -449,6 +452,8 @@ class _Tally:
     started_at_s: float
     num_completion_tokens: int = 0
     num_cached_tokens: int = 0
+    num_drafted: int = 0  # speculative decoding: drafts verified, and those among the completion tokens
+    num_accepted_drafts: int = 0
     answer_tokens: list[int] = field(default_factory=list)  # the first choice's
 
 

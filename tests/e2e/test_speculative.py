@@ -1,11 +1,13 @@
 """Speculative decoding by prompt lookup (`--spec ngram`) changes the speed, never the text: a server with it and one
 without, both fresh (README "Reproducibility"), answer the same requests with the same tokens and log-probabilities,
-at temperature 0 and seeded sampling, with a JSON grammar, and in a batch where some sequences speculate and others
-do not. The prompts repeat text, so drafts are accepted (checked on /metrics), and rejected too."""
+at temperature 0 and seeded sampling, with a JSON grammar, in a batch where some sequences speculate and others
+do not, and with images. The prompts repeat text, so drafts are accepted (checked on /metrics and in the usage), and
+rejected too."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 from collections.abc import Iterator
@@ -16,7 +18,10 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
-from tests.e2e.server import GEMMA, RunningServer, serving_all
+from faisca.catalog import Catalog
+from faisca.catalog.catalog import SHIPPED_CARDS_DIR
+from tests.e2e.server import FAISCA_SERVE, GEMMA, RunningServer, serving_all, vision_args
+from tests.pictures import png
 
 NO_END = {"1": -100, "106": -100}  # Gemma 3's <eos>, <end_of_turn>: every answer runs to max_tokens
 
@@ -63,11 +68,11 @@ def clients(servers: tuple[RunningServer, RunningServer]) -> list[openai.OpenAI]
             for server in servers]
 
 
-def speculation_counts(server: RunningServer) -> tuple[float, float]:
+def speculation_counts(server: RunningServer, *, model: str = GEMMA) -> tuple[float, float]:
     metrics = httpx.get(f"{server.base_url}/metrics", timeout=30).text
 
     def value(name: str) -> float:
-        found = re.search(rf'^{name}_total{{model="{GEMMA}"}} (\S+)$', metrics, re.MULTILINE)
+        found = re.search(rf'^{name}_total{{model="{model}"}} (\S+)$', metrics, re.MULTILINE)
         return float(found.group(1)) if found else 0.0
 
     return value("faisca_spec_decode_draft_tokens"), value("faisca_spec_decode_accepted_tokens")
@@ -141,6 +146,28 @@ def test_a_mixed_batch_equals_each_alone(tmp_path: Path) -> None:
         assert speculation_counts(pair[1])[1] > 0
 
 
+def test_the_usage_tells_the_drafts_verified_and_accepted(servers) -> None:
+    """OpenAI's `completion_tokens_details` (its predicted outputs' names), only where drafts were verified: accepted
+    ones are completion tokens, and with the rejected ones they are what /metrics counted for the request."""
+    plain, speculating = clients(servers)
+    drafted_before, _ = speculation_counts(servers[1])
+    usage = speculating.chat.completions.create(**body(PROMPTS[1])).usage
+    assert usage is not None and usage.completion_tokens_details is not None
+    accepted = usage.completion_tokens_details.accepted_prediction_tokens or 0
+    rejected = usage.completion_tokens_details.rejected_prediction_tokens or 0
+    assert 0 < accepted <= usage.completion_tokens
+    assert accepted + rejected == speculation_counts(servers[1])[0] - drafted_before
+    stream = speculating.chat.completions.create(**body(PROMPTS[1]), stream=True,
+                                                 stream_options={"include_usage": True})
+    streamed = [chunk.usage for chunk in stream if chunk.usage is not None]
+    assert [u.completion_tokens_details for u in streamed] == [usage.completion_tokens_details]
+    none_asked = httpx.post(f"{servers[1].base_url}/v1/chat/completions", timeout=300,
+                            json=body(PROMPTS[1], **{"speculative.n_max": 0})).json()["usage"]
+    not_speculating = httpx.post(f"{servers[0].base_url}/v1/chat/completions", timeout=300,
+                                 json=body(PROMPTS[1])).json()["usage"]
+    assert "completion_tokens_details" not in none_asked and "completion_tokens_details" not in not_speculating
+
+
 def test_speculative_n_max_is_validated(servers) -> None:
     response = httpx.post(f"{servers[1].base_url}/v1/chat/completions", timeout=30,
                           json=body(PROMPTS[0], **{"speculative.n_max": -1}))
@@ -172,6 +199,65 @@ def test_a_draft_of_another_vocabulary_is_one_clear_error_at_start(tmp_path: Pat
     server = RunningServer("--model", "smollm2", "--draft", "gemma3:270m", log_path=tmp_path / "faisca.log")
     try:
         assert server.process.wait(timeout=120) != 0
+        assert "does not share the vocabulary" in server.log()
+    finally:
+        server.stop()
+
+
+def test_requests_with_images_speculate_and_answer_the_same(tmp_path: Path) -> None:
+    """The draft model reads no images: it drafts from the text around them; prompt lookup copies text only. Both
+    answer as a server without speculation does."""
+    args = [*vision_args(tmp_path, "looking"), "--ctx-size", "2048"]
+    with serving_all(tmp_path, args, [*args, "--draft", "gemma3:270m", "--draft-max", "5"],
+                     [*args, "--spec", "ngram"]) as running:
+        picture = f"data:image/png;base64,{base64.b64encode(png((20, 120, 220))).decode()}"
+        content = [{"type": "text", "text": PROMPTS[7]}, {"type": "image_url", "image_url": {"url": picture}},
+                   {"type": "text", "text": TEXTS[1]}]
+        request = {**body(""), "model": "looking", "messages": [{"role": "user", "content": content}]}
+        plain, *speculating = [openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0,
+                                             timeout=300) for server in running]
+        expected = answer(plain.chat.completions.create(**request))
+        for client, server in zip(speculating, running[1:], strict=True):
+            completion = client.chat.completions.create(**request)
+            assert answer(completion) == expected
+            assert completion.usage is not None and completion.usage.completion_tokens_details is not None
+            drafted, accepted = speculation_counts(server, model="looking")
+            assert 0 < accepted <= drafted
+
+
+def drafting_card(directory: Path, model: str, name: str) -> Path:
+    """A cards folder holding a copy of `model`'s card, as `name`, that drafts with Gemma 3 270M."""
+    text = (SHIPPED_CARDS_DIR / f"{Catalog.from_dirs().resolve(model).id}.toml").read_text()
+    text = re.sub(r"^hf_id = .*$", f'hf_id = "faisca-tests/{name}"', text, flags=re.MULTILINE)
+    text = re.sub(r"^aliases = .*$", "aliases = []", text, flags=re.MULTILINE)
+    text = text.replace("[runtime]\n", '[runtime]\nspeculation = "draft"\ndraft = "gemma3:270m"\n')
+    cards = directory / "cards"
+    cards.mkdir(exist_ok=True)
+    (cards / f"{name}.toml").write_text(text)
+    return cards
+
+
+def test_a_card_that_names_a_draft_drafts_once_loaded_on_demand(tmp_path: Path) -> None:
+    cards = drafting_card(tmp_path, "gemma3:270m", "gemma-drafting")
+    server = RunningServer("--ctx-size", "2048", log_path=tmp_path / "faisca.log",
+                           program=(*FAISCA_SERVE[:-1], "--cards-dir", str(cards), "serve"))
+    try:
+        server.wait_ready()
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=300)
+        usage = client.chat.completions.create(**{**body(PROMPTS[1]), "model": "faisca-tests-gemma-drafting"}).usage
+        assert usage is not None and usage.completion_tokens_details is not None
+        assert (usage.completion_tokens_details.accepted_prediction_tokens or 0) > 0
+        assert speculation_counts(server, model="faisca-tests-gemma-drafting")[1] > 0
+    finally:
+        server.stop()
+
+
+def test_a_card_drafting_with_another_vocabulary_is_one_clear_error_at_start(tmp_path: Path) -> None:
+    cards = drafting_card(tmp_path, "smollm2", "smol-drafting")
+    server = RunningServer(log_path=tmp_path / "faisca.log", program=(*FAISCA_SERVE[:-1], "--cards-dir", str(cards),
+                                                                      "serve"))
+    try:
+        assert server.process.wait(timeout=120) == 2
         assert "does not share the vocabulary" in server.log()
     finally:
         server.stop()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from faisca.catalog import Catalog
+from faisca.catalog.card import Runtime
 from faisca.catalog.vllm import vllm_serve_command
 
 
@@ -32,3 +35,17 @@ def test_the_mistral_seed_card_gets_vllms_native_tool_calling_and_tensor_paralle
     assert flags(command) == {"--served-model-name": card.id, "--max-model-len": "32768", "--host": "0.0.0.0",
                               "--port": "8001", "--tensor-parallel-size": "2", "--tool-call-parser": "mistral",
                               "--enable-auto-tool-choice": None}
+
+
+def test_a_card_that_speculates_gets_vllms_speculative_config(catalog: Catalog) -> None:
+    card = catalog.resolve("gemma3:27b")
+    runtime = {**card.runtime.model_dump(), "speculation": "draft", "draft": "gemma3:270m"}
+    drafting = card.model_copy(update={"runtime": Runtime.model_validate(runtime)})
+    command = vllm_serve_command(drafting, draft=catalog.resolve("gemma3:270m"))
+    assert json.loads(flags(command)["--speculative-config"] or "") == {
+        "method": "draft_model", "model": "google/gemma-3-270m", "num_speculative_tokens": 4}
+    looking_up = card.model_copy(update={"runtime": Runtime.model_validate({**runtime, "speculation": "ngram",
+                                                                            "draft": None})})
+    assert json.loads(flags(vllm_serve_command(looking_up))["--speculative-config"] or "") == {
+        "method": "ngram", "num_speculative_tokens": 4}
+    assert "--speculative-config" not in vllm_serve_command(card)

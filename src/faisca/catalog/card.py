@@ -79,9 +79,17 @@ class Runtime(_Strict):
     chat_template: str | None = None
     # llama_cpp: LoRA adapters loaded with the weights (`faisca serve --lora NAME=PATH`); the card must say `lora`.
     loras: tuple[LoraAdapterRef, ...] = ()
+    # llama_cpp: speculative decoding whenever the model is loaded (`faisca serve --spec`, `--draft` say it for the
+    # models named at start): "ngram", prompt lookup; "draft", with `draft`, a catalog model of the same vocabulary.
+    speculation: Literal["ngram", "draft"] | None = None
+    draft: str | None = None
 
     @model_validator(mode="after")
     def _urls_for_upstream(self) -> Runtime:
+        if (self.speculation == "draft") != (self.draft is not None):
+            raise ValueError("a draft model goes with speculation = \"draft\", and it needs `draft`: a model id")
+        if self.engine == "upstream" and self.speculation is not None:
+            raise ValueError("`speculation` goes with the llama_cpp engine; an upstream speculates on its own")
         if self.engine == "upstream" and not self.urls:
             raise ValueError("engine = \"upstream\" needs `urls`: the servers' OpenAI base URLs")
         if self.engine == "upstream" and self.loras:

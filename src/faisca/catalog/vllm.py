@@ -14,8 +14,9 @@ from faisca.config import Settings
 
 
 def vllm_serve_command(card: ModelCard, *, tensor_parallel_size: int = 1, host: str = "0.0.0.0", port: int = 8000,
-                       max_images: int = Settings.max_images_per_request) -> list[str]:
-    """`vllm serve` for the card's Hugging Face checkpoint, served under the card's id with the card's context."""
+                       max_images: int = Settings.max_images_per_request, draft: ModelCard | None = None) -> list[str]:
+    """`vllm serve` for the card's Hugging Face checkpoint, served under the card's id with the card's context;
+    `draft`: the card its `[runtime] draft` names."""
     command = ["vllm", "serve", card.hf_id, "--served-model-name", card.id, "--max-model-len", str(card.context_length),
                "--host", host, "--port", str(port)]
     if tensor_parallel_size > 1:
@@ -28,4 +29,11 @@ def vllm_serve_command(card: ModelCard, *, tensor_parallel_size: int = 1, host: 
         command += ["--limit-mm-per-prompt", json.dumps({"image": max_images}, separators=(",", ":"))]
     if card.lora:
         command += ["--enable-lora"]
+    # the card's speculative decoding, as vLLM's (its own n-gram sizes), with as many tokens a step as faisca drafts
+    if card.runtime.speculation == "ngram":
+        speculative = {"method": "ngram", "num_speculative_tokens": Settings.max_draft_tokens}
+        command += ["--speculative-config", json.dumps(speculative, separators=(",", ":"))]
+    elif card.runtime.speculation == "draft" and draft is not None:
+        speculative = {"method": "draft_model", "model": draft.hf_id, "num_speculative_tokens": Settings.max_draft_tokens}
+        command += ["--speculative-config", json.dumps(speculative, separators=(",", ":"))]
     return command

@@ -343,10 +343,19 @@ def _exit_at_start(message: str) -> None:
 
 def _speculation(args: argparse.Namespace, catalog: Catalog, model_ids: list[str]) -> tuple[str | None, Path | None]:
     """(--spec, the draft's GGUF) from --spec, --draft and --draft-gguf; a draft whose vocabulary differs from a
-    model named at start is one clear error here."""
+    model named at start, or from a card that names it (`[runtime] draft`), is one clear error here."""
     from faisca.engine.draft import check_draft
     from faisca.engine.weights import resolve_gguf
 
+    for card in catalog:  # the cards that name a draft: it exists, and shares their vocabulary
+        if (name := card.runtime.draft) is None:
+            continue
+        try:
+            draft_card = catalog.resolve(name)
+        except FaiscaError as exc:
+            raise FaiscaError(f"the card `{card.id}` drafts with `{name}`, which is not in the catalog") from exc
+        if card.runtime.weights is not None and draft_card.runtime.weights is not None:
+            check_draft(resolve_gguf(card), resolve_gguf(draft_card))
     if args.draft is not None and args.draft_gguf is not None:
         raise FaiscaError("--draft and --draft-gguf: give one")
     draft_gguf = resolve_gguf(catalog.resolve(args.draft)) if args.draft is not None else args.draft_gguf
@@ -428,13 +437,13 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
         if card.runtime.weights is None and card.runtime.engine != "upstream":
             raise FaiscaError(missing_weights_message(card))
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))  # a line per upstream call
-    loader = engine_loader(settings, num_threads=settings.num_threads or available_cores())
+    loader = engine_loader(settings, catalog, num_threads=settings.num_threads or available_cores())
     budget = MemoryBudget(settings.memory_budget_bytes or default_budget_bytes(), settings.max_loaded_models)
     logging.getLogger("faisca.cli").info(
         "models in memory: at most %s, within %s", settings.max_loaded_models or "any number",
         f"{budget.max_bytes / 2**20:.0f} MiB" if budget.max_bytes else "no byte budget (memory unknown)")
     registry = ModelRegistry(catalog, settings.model_ids, loader, on_fatal=_exit_at_start,
-                             estimate_bytes=memory_estimator(settings), budget=budget,
+                             estimate_bytes=memory_estimator(settings, catalog), budget=budget,
                              default_keep_alive_s=settings.keep_alive_s)
     drain = Drain()
     app = create_app(settings, registry, drain=drain)
@@ -513,7 +522,9 @@ def main(argv: list[str] | None = None) -> int:
                 elif args.vllm:
                     from faisca.catalog.vllm import vllm_serve_command
 
-                    print(shlex.join(vllm_serve_command(card, tensor_parallel_size=args.tensor_parallel_size)))
+                    draft = catalog.resolve(card.runtime.draft) if card.runtime.draft else None
+                    print(shlex.join(vllm_serve_command(card, tensor_parallel_size=args.tensor_parallel_size,
+                                                        draft=draft)))
                 else:
                     _print_card(card)
             case "serve":

@@ -73,6 +73,10 @@ class TokenOut:
     is_end: bool = False
     # Its log-probability (and the likeliest alternatives'), when the sampling asked for them.
     logprobs: SampledLogprobs | None = None
+    # Speculative decoding: the draft tokens verified in the step this token opens (0 on the step's later tokens),
+    # and whether this token is one of them, agreed with by the target.
+    num_drafted: int = 0
+    is_accepted_draft: bool = False
 
 
 EngineEvent: TypeAlias = PromptAccepted | TokenOut

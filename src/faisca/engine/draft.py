@@ -93,7 +93,7 @@ class DraftModel:
         return cls(model, context, max_batch_tokens=max_batch_tokens, num_slots=max_num_seqs)
 
     def propose(self, slot: int, tokens: list[int], max_tokens: int, *, key: object = None) -> list[int]:
-        """Up to `max_tokens` greedy next tokens after `tokens` (which must hold no image placeholders). A prefix is
+        """Up to `max_tokens` greedy next tokens after `tokens` (text: no image placeholders). A prefix is
         reused only under the same `key` (the sequence's cache key: one tenant's prompts never speed up another's)."""
         started = time.perf_counter()
         if key != self._keys[slot]:

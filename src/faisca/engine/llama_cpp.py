@@ -135,6 +135,9 @@ class _Sequence:
     num_computed: int = 0  # tokens whose KV is in the cache
     was_started: bool = False
     backoff: Backoff = field(default_factory=Backoff)  # speculative decoding's, for this sequence
+    # while a speculative step is verified: the drafts not yet reported in a token, and the draft at the row sampled
+    num_unreported_drafts: int = 0
+    draft_at_row: int | None = None
 
     @property
     def num_generated(self) -> int:
@@ -726,10 +729,10 @@ class LlamaCppEngine:
             if limit <= 0 or not sequence.backoff.wants_draft():
                 continue
             if self._draft is not None:
-                if sequence.images:  # the draft model reads no images
-                    continue
+                # the draft model reads no images: it drafts from the text around them
+                text = [token for token in sequence.tokens if token >= 0] if sequence.images else sequence.tokens
                 try:
-                    drafts = self._draft.propose(sequence.slot, sequence.tokens, limit, key=sequence.cache_key)
+                    drafts = self._draft.propose(sequence.slot, text, limit, key=sequence.cache_key)
                 except EngineError:  # drafts only ever change the speed: the step goes on without them
                     logger.exception("the draft model failed; drafting goes on at the next proposal")
                     drafts = []
@@ -746,10 +749,13 @@ class LlamaCppEngine:
 
         def sample_row(row: int) -> int | None:
             sequence.num_computed = len(sequence.tokens)  # the KV up to this row's input is the sequence's own
+            sequence.draft_at_row = drafts[row] if row < len(drafts) else None
             self._sample(sequence, first_row + row)
             return sequence.tokens[-1] if sequence.request_id in self._running else None
 
+        sequence.num_unreported_drafts = len(drafts)  # told with the step's first token (a response's usage)
         num_accepted = verify(drafts, sample_row)
+        sequence.draft_at_row = None
         sequence.backoff.record(len(drafts), num_accepted)
         self._num_draft_tokens += len(drafts)
         self._num_accepted_tokens += num_accepted
@@ -885,17 +891,23 @@ class LlamaCppEngine:
 
     def _accept(self, sequence: _Sequence, token: int, logprobs: SampledLogprobs | None) -> None:
         sequence.tokens.append(token)
+        num_drafted, sequence.num_unreported_drafts = sequence.num_unreported_drafts, 0
+
+        def out(text: str, *, is_end: bool = False) -> TokenOut:
+            return TokenOut(token, text, is_end=is_end, logprobs=logprobs, num_drafted=num_drafted,
+                            is_accepted_draft=token == sequence.draft_at_row)
+
         if self._lib.llama_vocab_is_eog(self._vocab, token) or token in sequence.sampler.params.stop_token_ids:
-            sequence.emit(TokenOut(token, sequence.detokenizer.flush(), is_end=True, logprobs=logprobs))
+            sequence.emit(out(sequence.detokenizer.flush(), is_end=True))
             self._finish(sequence)
             return
         text = sequence.detokenizer.decode(token)
         is_complete = sequence.constraint is not None and sequence.constraint.accept(token)
         if is_complete or sequence.num_generated >= sequence.max_new_tokens:
-            sequence.emit(TokenOut(token, text + sequence.detokenizer.flush(), is_end=is_complete, logprobs=logprobs))
+            sequence.emit(out(text + sequence.detokenizer.flush(), is_end=is_complete))
             self._finish(sequence)
             return
-        sequence.emit(TokenOut(token, text, logprobs=logprobs))
+        sequence.emit(out(text))
 
     def _finish(self, sequence: _Sequence, *, error: BaseException | None = None) -> None:
         """Hand the slot back (its KV stays, as a prefix cache) and end the request's stream."""

@@ -171,9 +171,11 @@ class ChunkDecoder:
             if isinstance(choice, dict):
                 events += self._choice_events(choice)
         if isinstance(usage := chunk.get("usage"), dict):
-            details = usage.get("prompt_tokens_details") or {}
-            self.usage = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
-                               int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0)
+            cached = _detail(usage, "prompt_tokens_details", "cached_tokens")
+            accepted = _detail(usage, "completion_tokens_details", "accepted_prediction_tokens")
+            rejected = _detail(usage, "completion_tokens_details", "rejected_prediction_tokens")
+            self.usage = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached,
+                               drafted_tokens=accepted + rejected, accepted_draft_tokens=accepted)
         return events
 
     def _choice_events(self, choice: dict[str, Any]) -> list[ChatEvent]:
@@ -229,3 +231,10 @@ class ChunkDecoder:
         events: list[ChatEvent] = [ChoiceEnd(index, "length") for index in range(num_choices) if index not in self.ended]
         events.append(ChatEnd(self.usage or Usage(0, self.num_chunks_with_tokens)))
         return events
+
+
+def _detail(usage: dict[str, Any], group: str, name: str) -> int:
+    """A count in one of a usage's details objects (`prompt_tokens_details.cached_tokens`); 0 when absent."""
+    details = usage.get(group)
+    value = details.get(name) if isinstance(details, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

@@ -48,6 +48,7 @@ from faisca.api.openai.protocol import (
     ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    CompletionTokensDetails,
     PromptTokensDetails,
     TokenLogprobOut,
     TopLogprob,
@@ -283,11 +284,16 @@ def sampling_from_wire(body: Mapping[str, Any], *, top_logprobs: int | None,
 
 def to_usage_info(usage: Usage) -> UsageInfo:
     details = PromptTokensDetails(cached_tokens=usage.cached_prompt_tokens) if usage.cached_prompt_tokens else None
+    drafts = CompletionTokensDetails(
+        accepted_prediction_tokens=usage.accepted_draft_tokens,
+        rejected_prediction_tokens=usage.drafted_tokens - usage.accepted_draft_tokens,
+    ) if usage.drafted_tokens else None
     return UsageInfo(
         prompt_tokens=usage.prompt_tokens,
         total_tokens=usage.total_tokens,
         completion_tokens=usage.completion_tokens,
         prompt_tokens_details=details,
+        completion_tokens_details=drafts,
     )
 
 

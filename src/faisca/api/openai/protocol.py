@@ -6,13 +6,20 @@ by `convert.to_chat_request`; these models describe what faisca sends back.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, field_serializer
+from pydantic import BaseModel, SerializerFunctionWrapHandler, field_serializer, model_serializer
 
 
 class PromptTokensDetails(BaseModel):
     cached_tokens: int
+
+
+class CompletionTokensDetails(BaseModel):
+    # speculative decoding (`faisca serve --spec`), in the names OpenAI gives its predicted outputs: the completion's
+    # tokens that were drafts the model agreed with, and the draft tokens it verified and did not keep
+    accepted_prediction_tokens: int
+    rejected_prediction_tokens: int
 
 
 class UsageInfo(BaseModel):
@@ -21,6 +28,15 @@ class UsageInfo(BaseModel):
     completion_tokens: int
     # null when nothing was cached, as the product pages print it
     prompt_tokens_details: PromptTokensDetails | None = None
+    # only when speculative decoding drafted for the request (absent otherwise: the product pages' shape)
+    completion_tokens_details: CompletionTokensDetails | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_details(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        fields: dict[str, Any] = handler(self)
+        if self.completion_tokens_details is None:
+            fields.pop("completion_tokens_details", None)
+        return fields
 
 
 class FunctionCall(BaseModel):
