@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from faisca.catalog import Catalog, ModelCard
 from faisca.catalog.card import Runtime
 from faisca.config import Settings
-from faisca.engine.factory import memory_estimator, speculation_for
+from faisca.loading import memory_estimator, speculation_for
 from faisca.engine.weights import resolve_gguf
 
 CATALOG = Catalog.from_dirs()

@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--spec", choices=["ngram", "draft"], default=None,
                        help="speculative decoding: `ngram` proposes draft tokens by prompt lookup (copies of what "
                             "the prompt and the text so far hold), `draft` by a draft model (--draft), verified in "
-                            "one step; the text stays the same, only the speed changes (default: off)")
+                            "one step; the text stays the same, only the speed changes (default: as each card's "
+                            "[runtime] speculation says, off when it says nothing)")
     serve.add_argument("--draft", default=None, metavar="MODEL",
                        help="speculative decoding with this catalog model as the draft (e.g. gemma3:270m), for the "
                             "models named at start; it must share their vocabulary")
@@ -378,7 +379,7 @@ def _serve(args: argparse.Namespace, catalog: Catalog) -> int:
     from faisca.api.app import create_app
     from faisca.api.drain import Drain
     from faisca.cli.server import serve
-    from faisca.engine.factory import engine_loader, memory_estimator
+    from faisca.loading import engine_loader, memory_estimator
     from faisca.engine.llama_cpp import available_cores
     from faisca.lifecycle.memory import default_budget_bytes
     from faisca.registry import MemoryBudget, ModelRegistry

@@ -1,4 +1,5 @@
-"""Which engine runs a card: dispatched on the card's `runtime.engine`, never on the model's name."""
+"""Which engine runs a card (dispatched on the card's `runtime.engine`, never on the model's name), how it speculates,
+and what it takes in memory: the engines and the fleet assembled for the registry, above both."""
 
 from __future__ import annotations
 
