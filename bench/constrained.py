@@ -17,7 +17,7 @@ import time
 
 from faisca.catalog import Catalog
 from faisca.engine.base import TokenOut
-from faisca.engine.constraint import json_grammar
+from faisca.chat.structured import json_grammar
 from faisca.engine.llama_cpp import LlamaCppEngine
 from faisca.engine.weights import resolve_gguf
 from faisca.types import SamplingParams

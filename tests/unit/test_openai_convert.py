@@ -7,7 +7,7 @@ import pytest
 
 from faisca.api.openai.convert import to_chat_completion, to_chat_request, to_chunks, without_null_message_fields
 from faisca.catalog import Catalog
-from faisca.engine.constraint import json_grammar
+from faisca.chat.structured import json_grammar
 from faisca.errors import InvalidRequest, UnsupportedCapability
 from faisca.service import fold_chat
 from faisca.types import (

@@ -5,8 +5,7 @@ from __future__ import annotations
 import llguidance
 import pytest
 
-from faisca.chat.structured import choice_grammar, regex_grammar
-from faisca.engine.constraint import check_grammar
+from faisca.chat.structured import check_grammar, choice_grammar, regex_grammar
 from faisca.errors import InvalidRequest
 
 

@@ -28,7 +28,7 @@ from faisca.chat.toolcalls.base import ToolCallParser
 from faisca.chat.toolcalls.grammars import mistral_calls_grammar, react_grammar
 from faisca.chat.toolcalls.mistral import MistralParser, mistral_prompt
 from faisca.chat.toolcalls.react import ReactParser, react_messages
-from faisca.engine.constraint import json_grammar
+from faisca.chat.structured import json_grammar
 from faisca.errors import UnsupportedCapability
 from faisca.types import ChatRequest, ImagePart, Message, TextPart
 

@@ -1,71 +1,18 @@
 """Constrained decoding with llguidance, fed the model's own vocabulary.
 
-A grammar (llguidance's Lark dialect, where `%json {schema}` embeds a JSON Schema) is compiled per request
-into a `TokenConstraint`; at every step the engine asks it for the allowed tokens, masks the logits row
-(disallowed → -inf, branch-free in numpy) and tells it the token it sampled. llama.cpp's own GBNF sampler
+A grammar (llguidance's Lark dialect, where `%json {schema}` embeds a JSON Schema; `faisca.chat.structured` writes
+it) is compiled per request into a `TokenConstraint`; at every step the engine asks it for the allowed tokens, masks
+the logits row (disallowed → -inf, branch-free in numpy) and tells it the token it sampled. llama.cpp's own GBNF sampler
 is not used: over Gemma 3's 262k vocabulary it costs more than the decode itself.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import numpy as np
 
-from faisca.errors import InvalidRequest
-
 _NEG_INF_BITS = np.int32(-8388608)  # 0xFF800000: the bits of float32 -inf
-
-
-# Generation guards: what a small model left free to write will not end by itself.
-MAX_GENERATED_STRING_CHARS = 512
-MAX_GENERATED_INTEGER = 10**15
-
-
-def guarded_schema(schema: object) -> object:
-    """The schema as it constrains generation: objects that list `properties` are closed to them (unless they say
-    otherwise), as OpenAI's strict mode does; strings and integers without bounds get generous ones. Arguments that
-    use only declared properties, strings up to 512 characters and integers up to 10^15 are unaffected."""
-    if isinstance(schema, list):
-        return [guarded_schema(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    guarded = {key: guarded_schema(value) for key, value in schema.items()}
-    if "properties" in guarded:
-        guarded.setdefault("additionalProperties", False)
-    kinds = guarded.get("type")
-    kinds = kinds if isinstance(kinds, list) else [kinds]
-    if "string" in kinds and "enum" not in guarded and "const" not in guarded:
-        guarded.setdefault("maxLength", MAX_GENERATED_STRING_CHARS)
-    if "integer" in kinds:
-        guarded.setdefault("maximum", MAX_GENERATED_INTEGER)
-        guarded.setdefault("minimum", -MAX_GENERATED_INTEGER)
-    return guarded
-
-
-def json_grammar(schema: dict[str, object] | None) -> str:
-    """A grammar for one JSON value valid against `schema` (any JSON object when None), compact whitespace."""
-    guarded = guarded_schema(schema) if schema else {"type": "object"}
-    return f"start: %json {json.dumps(compact_json_schema(guarded))}"  # type: ignore[arg-type]
-
-
-def compact_json_schema(schema: dict[str, object]) -> dict[str, object]:
-    """The schema, with llguidance told to produce JSON without free whitespace (else a small model may
-    fill the answer with newlines)."""
-    return {**schema, "x-guidance": {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}}
-
-
-def check_grammar(grammar: str, *, param: str) -> None:
-    """InvalidRequest naming `param` if `grammar` is not one llguidance can compile (syntax, unknown rules, bad
-    regular expressions, unsupported schemas). Checked without a vocabulary when the request is read, where the field
-    at fault is known; the engine compiles it for its model later."""
-    import llguidance
-
-    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
-        llguidance.LLMatcher.grammar_from_lark(grammar))
-    if is_error:
-        raise InvalidRequest(f"{param}: cannot constrain the output: {messages[0][:300]}", param=param)
 
 
 class ConstraintCompiler:

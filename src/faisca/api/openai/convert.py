@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from faisca.catalog import ModelCard
-from faisca.chat.structured import choice_grammar, regex_grammar
+from faisca.chat.structured import check_grammar, choice_grammar, json_grammar, regex_grammar
 from faisca.chat.tooldefs import checked_schema, tools_from_definitions
-from faisca.engine.constraint import check_grammar, json_grammar
 from faisca.errors import InvalidRequest, UnsupportedCapability
 from faisca.lifecycle.keep_alive import parse_keep_alive
 from faisca.service import ChatResult

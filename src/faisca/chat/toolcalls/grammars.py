@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from faisca.engine.constraint import compact_json_schema, guarded_schema
+from faisca.chat.structured import compact_json_schema, guarded_schema
 from faisca.types import Tool, ToolChoice
 
 FINAL_ANSWER = "Final Answer"
