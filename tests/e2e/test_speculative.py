@@ -111,6 +111,20 @@ def test_a_json_grammar_still_parses_and_matches(servers) -> None:
         assert isinstance(json.loads(got.message.content or ""), dict)
 
 
+def test_a_tool_call_is_the_same(servers) -> None:
+    """Gemma 3 has no native calls: faisca's constrained ReAct, a grammar over the whole answer."""
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    request = {"model": GEMMA, "max_tokens": 80, "temperature": 0, "tools": [tool], "tool_choice": "required",
+               "messages": [{"role": "user", "content": "The weather in Lisbon? Lisbon, Lisbon, the weather in Lisbon."}]}
+    plain, speculating = clients(servers)
+    expected = plain.chat.completions.create(**request).choices[0]
+    got = speculating.chat.completions.create(**request).choices[0]
+    assert expected.message.tool_calls and got.finish_reason == expected.finish_reason == "tool_calls"
+    assert [(call.function.name, call.function.arguments) for call in got.message.tool_calls or []] == [
+        (call.function.name, call.function.arguments) for call in expected.message.tool_calls]
+
+
 def test_stop_strings_and_max_tokens_end_where_they_would(servers) -> None:
     plain, speculating = clients(servers)
     request = body(PROMPTS[1], stop=["lazy"], max_tokens=30)
