@@ -152,6 +152,8 @@ def main() -> None:
                              "-c", str(CONTEXT_TOKENS * max(levels)), "-np", str(max(levels)),
                              # the template as a file: with Jinja on, `--chat-template gemma` is a 1-word template
                              "--chat-template-file", str(GEMMA3_TEMPLATE),
+                             # as faisca: no repacked weights (llama.cpp's AMX / repack buffers crash on some Xeons)
+                             "--no-repack",
                              "--port", str(port)],
             "/health", "gemma", port, prompts, levels, args.requests)
     if not args.skip_peer:
