@@ -48,13 +48,14 @@ def speculation_for(card: ModelCard, settings: Settings, catalog: Catalog) -> tu
                                                                                       Path | None]:
     """How the card's engine speculates, and the draft model's GGUF: the command line's `--spec` (its `--draft` for
     the models named at start only: their vocabularies were checked there), else the card's `speculation`, `draft`."""
-    method, draft = card.runtime.speculation, card.runtime.draft
-    draft_gguf = resolve_gguf(catalog.resolve(draft)) if draft is not None else None
     if settings.speculation is not None and (settings.speculation != "draft" or card.id in settings.model_ids):
-        method, draft_gguf = settings.speculation, settings.draft_gguf  # type: ignore[assignment]
+        method, draft_gguf = settings.speculation, settings.draft_gguf
+    else:
+        method, draft = card.runtime.speculation, card.runtime.draft
+        draft_gguf = resolve_gguf(catalog.resolve(draft)) if draft is not None else None
     if method is None:
         return None, None
-    config = SpeculationConfig(method=method, max_draft_tokens=settings.max_draft_tokens,
+    config = SpeculationConfig(method=method, max_draft_tokens=settings.max_draft_tokens,  # type: ignore[arg-type]
                                max_sequences=settings.max_speculating_seqs)
     return config, draft_gguf if method == "draft" else None
 

@@ -30,10 +30,12 @@ def vllm_serve_command(card: ModelCard, *, tensor_parallel_size: int = 1, host: 
     if card.lora:
         command += ["--enable-lora"]
     # the card's speculative decoding, as vLLM's (its own n-gram sizes), with as many tokens a step as faisca drafts
+    speculative: dict[str, object] | None = None
     if card.runtime.speculation == "ngram":
-        speculative = {"method": "ngram", "num_speculative_tokens": Settings.max_draft_tokens}
-        command += ["--speculative-config", json.dumps(speculative, separators=(",", ":"))]
+        speculative = {"method": "ngram"}
     elif card.runtime.speculation == "draft" and draft is not None:
-        speculative = {"method": "draft_model", "model": draft.hf_id, "num_speculative_tokens": Settings.max_draft_tokens}
+        speculative = {"method": "draft_model", "model": draft.hf_id}
+    if speculative is not None:
+        speculative["num_speculative_tokens"] = Settings.max_draft_tokens
         command += ["--speculative-config", json.dumps(speculative, separators=(",", ":"))]
     return command
